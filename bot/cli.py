@@ -1,0 +1,211 @@
+"""The `teambot` command: run, chat, check, usage."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from typing import Protocol
+
+from bot import __version__, logs
+from bot.config import Settings, load_settings
+from bot.engine import Engine
+from bot.errors import ConfigError, ModelError
+from bot.store import UsageTotals
+
+log = logging.getLogger("teambot")
+
+NO_PLATFORM = (
+    "teambot: no chat platform is configured. Set DISCORD_BOT_TOKEN for Discord, and/or "
+    "SLACK_BOT_TOKEN plus SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP) for "
+    "Slack. To try the bot in a terminal, run `teambot chat`."
+)
+SHUTDOWN_GRACE = 6.0  # in-flight replies get this long; adapters 2 s more; all within 10 s
+ADAPTER_CLOSE_TIMEOUT = 2.0
+
+
+class PlatformAdapter(Protocol):
+    async def run(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="teambot", description="Mistral Small 4 for Discord and Slack teams."
+    )
+    parser.add_argument("--version", action="version", version=f"teambot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="start every configured chat platform adapter")
+    sub.add_parser("chat", help="talk to the bot in this terminal")
+    sub.add_parser("check", help="validate configuration and reach the model once")
+    usage = sub.add_parser("usage", help="token and cost table from the store")
+    usage.add_argument("--days", type=int, default=30, help="how far back (default 30)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        settings = load_settings()
+        if args.command in ("run", "chat", "check") and not settings.mistral_api_key:
+            raise ConfigError("MISTRAL_API_KEY", "your Mistral API key is required")
+    except ConfigError as exc:
+        print(f"teambot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level, _secrets(settings))
+    if args.command == "run" and not (settings.discord or settings.slack):
+        print(NO_PLATFORM, file=sys.stderr)
+        return 2
+    commands = {"run": _run, "chat": _chat, "check": _check}
+    try:
+        if args.command == "usage":
+            return asyncio.run(_usage(settings, args.days))
+        return asyncio.run(commands[args.command](settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [settings.mistral_api_key]
+    if settings.discord:
+        values.append(settings.discord.bot_token)
+    if settings.slack:
+        values += [
+            settings.slack.bot_token,
+            settings.slack.app_token,
+            settings.slack.signing_secret,
+        ]
+    return values
+
+
+def _adapters(engine: Engine, settings: Settings) -> list[PlatformAdapter]:
+    adapters: list[PlatformAdapter] = []
+    if settings.discord:
+        from adapters.discord import DiscordAdapter
+
+        adapters.append(DiscordAdapter(engine, settings.discord))
+    if settings.slack:
+        from adapters.slack import SlackAdapter
+
+        adapters.append(SlackAdapter(engine, settings.slack))
+    return adapters
+
+
+async def _run(settings: Settings) -> int:
+    engine = await Engine.create(settings)
+    adapters = _adapters(engine, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(adapter.run()) for adapter in adapters]
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    crashed = [t for t in done if t is not stopper and t.exception() is not None]
+    for task in crashed:
+        log.error("an adapter stopped: %s", task.exception())
+    log.info("shutting down: finishing in-flight replies")
+    await engine.shutdown(grace=SHUTDOWN_GRACE)
+    for adapter in adapters:
+        with contextlib.suppress(Exception, TimeoutError):
+            await asyncio.wait_for(adapter.close(), ADAPTER_CLOSE_TIMEOUT)
+    for task in [*tasks, stopper]:
+        task.cancel()
+    await asyncio.gather(*tasks, stopper, return_exceptions=True)
+    await engine.aclose()
+    return 1 if crashed else 0
+
+
+async def _chat(settings: Settings) -> int:
+    from adapters.console import ConsoleAdapter
+
+    engine = await Engine.create(settings)
+    try:
+        await ConsoleAdapter(engine).run()
+    finally:
+        await engine.aclose()
+    return 0
+
+
+async def _check(settings: Settings) -> int:
+    from bot.mistral import MistralClient
+    from bot.store import open_store
+
+    ok = True
+    print(f"✓ configuration: model {settings.model}, context budget {settings.context_tokens:,}")
+    try:
+        store = await open_store(settings.database_url)
+        await store.aclose()
+        print(f"✓ store: {settings.database_url}")
+    except Exception as exc:
+        ok = False
+        print(f"✗ store: {settings.database_url}: {exc}")
+    client = MistralClient(settings.mistral_api_key, settings.mistral_base_url, settings.model)
+    try:
+        print(f"✓ model: {await client.check()}")
+    except ModelError as exc:
+        ok = False
+        print(f"✗ model: {exc.user_message} ({exc})")
+    finally:
+        await client.aclose()
+    platforms = {
+        "Discord": "configured" if settings.discord else "not configured (DISCORD_BOT_TOKEN)",
+        "Slack": _slack_mode(settings),
+    }
+    for name, state in platforms.items():
+        print(f"{'✓' if 'not' not in state else '-'} {name}: {state}")
+    return 0 if ok else 1
+
+
+def _slack_mode(settings: Settings) -> str:
+    if not settings.slack:
+        return "not configured (SLACK_BOT_TOKEN + SLACK_APP_TOKEN or SLACK_SIGNING_SECRET)"
+    if settings.slack.socket_mode:
+        return "configured, Socket Mode"
+    return f"configured, HTTP on port {settings.slack.port} at /slack/events"
+
+
+def _usage_line(day: str, platform: str, user: str, totals: UsageTotals) -> str:
+    return (
+        f"{day:<10}  {platform:<8}  {user[:22]:<22}  {totals.calls:>7,}  "
+        f"{totals.prompt_tokens:>10,}  {totals.completion_tokens:>9,}  {totals.cost_usd:>9.4f}"
+    )
+
+
+async def _usage(settings: Settings, days: int) -> int:
+    from bot.store import open_store
+
+    store = await open_store(settings.database_url)
+    try:
+        rows = await store.usage_rows(since=time.time() - days * 86_400)
+    finally:
+        await store.aclose()
+    header = (
+        f"{'day':<10}  {'platform':<8}  {'user':<22}  {'replies':>7}  "
+        f"{'in':>10}  {'out':>9}  {'cost $':>9}"
+    )
+    rule = "-" * len(header)
+    print(header, rule, sep="\n")
+    for row in rows:
+        print(_usage_line(row.day, row.platform, row.user_id, row.totals))
+    total = UsageTotals(
+        sum(r.totals.calls for r in rows),
+        sum(r.totals.prompt_tokens for r in rows),
+        sum(r.totals.completion_tokens for r in rows),
+        sum(r.totals.cost_usd for r in rows),
+    )
+    print(rule, _usage_line("total", "", f"last {days} days", total), sep="\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Building the prompt for one turn: pure functions, no I/O.
+
+The prompt is the system message, then the conversation's window of stored messages.
+The window only moves forward, in chunks (see `trim_window`), so between trims the
+prompt grows append-only and its prefix stays byte-stable for Mistral's prefix cache.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+from bot.model import ChatMessage
+from bot.store import StoredMessage
+from bot.types import Image
+
+# After a trim the window holds at most this share of the budget, so the next
+# several turns append to an unchanged prefix before another trim is needed.
+TRIM_TARGET = 0.6
+
+
+def system_message(base: str, persona: str, today: str) -> ChatMessage:
+    parts = [base.strip()]
+    if persona.strip():
+        parts.append("Instructions for this conversation:\n" + persona.strip())
+    parts.append(f"Today's date is {today}.")
+    return {"role": "system", "content": "\n\n".join(parts)}
+
+
+def render(message: StoredMessage, named: bool) -> str:
+    """A stored message as the model reads it: speaker named in group conversations."""
+    text = message.text
+    images = [
+        a.get("name") for a in message.attachments if str(a.get("mime", "")).startswith("image/")
+    ]
+    if images:
+        text += "".join(f"\n[image: {name}]" for name in images)
+    if named and message.role == "user":
+        return f"[{message.author_name or message.author_id}]: {text}"
+    return text
+
+
+def image_part(image: Image) -> dict[str, str]:
+    encoded = base64.b64encode(image.data).decode("ascii")
+    return {"type": "image_url", "image_url": f"data:{image.mime};base64,{encoded}"}
+
+
+def build_messages(
+    system: ChatMessage,
+    window: Sequence[StoredMessage],
+    *,
+    named: bool,
+    images: Sequence[Image] = (),
+) -> list[ChatMessage]:
+    """System message, then the window with same-role neighbours merged.
+
+    Channel chatter produces runs of user messages; merging them keeps roles
+    alternating. A window that starts with an assistant turn loses that turn,
+    because the first turn after the system message must be the user's.
+    """
+    turns: list[tuple[str, list[str]]] = []
+    for message in window:
+        if not turns and message.role != "user":
+            continue
+        text = render(message, named)
+        if turns and turns[-1][0] == message.role:
+            turns[-1][1].append(text)
+        else:
+            turns.append((message.role, [text]))
+    messages: list[ChatMessage] = [system]
+    messages.extend({"role": role, "content": "\n\n".join(texts)} for role, texts in turns)
+    if images and len(messages) > 1 and messages[-1]["role"] == "user":
+        text = messages[-1]["content"]
+        messages[-1] = {
+            "role": "user",
+            "content": [{"type": "text", "text": text}, *map(image_part, images)],
+        }
+    return messages
+
+
+def trim_window(window: Sequence[StoredMessage], fixed_tokens: int, budget: int) -> int | None:
+    """The id the window should start at so the prompt fits `budget`.
+
+    Returns None when the window already fits (the start stays put). Otherwise drops
+    the oldest messages until the total is at most TRIM_TARGET of the budget; the
+    newest message is always kept, even if it alone is over the budget.
+    """
+    total = fixed_tokens + sum(m.tokens for m in window)
+    if total <= budget or not window:
+        return None
+    target = budget * TRIM_TARGET
+    for index, message in enumerate(window[:-1]):
+        total -= message.tokens
+        if total <= target:
+            return window[index + 1].position
+    return window[-1].position

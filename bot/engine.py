@@ -1,0 +1,399 @@
+"""The conversation engine: decides what the model sees and keeps every reply in order.
+
+Adapters hand it platform-neutral `Message`s. For each message it answers, it
+stores the message, waits for the conversation's earlier replies to finish (one
+reply in flight per conversation; different conversations run in parallel), builds
+the prompt from the stored window, streams the model's answer back as reply events
+and stores the reply. The work runs in its own task, so a reply is stored even if
+the adapter stops listening half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot import commands, context, tokens
+from bot.config import Settings
+from bot.errors import ContextTooLong, ModelError
+from bot.model import AnswerChunk, Finished, ModelClient, ModelRequest, ThinkingChunk
+from bot.store import NewMessage, Store, StoredMessage, UsageRecord
+from bot.types import (
+    Author,
+    CommandResult,
+    ConversationKey,
+    Message,
+    ReplyDone,
+    ReplyEvent,
+    ReplyFailed,
+    TextDelta,
+    ThinkingDelta,
+    Usage,
+    cost_usd,
+)
+
+log = logging.getLogger("teambot.engine")
+
+THINK_PREFIX = "think:"
+SHUTTING_DOWN = "I'm restarting right now; please ask again in a moment."
+BUG = "Something went wrong on my side; the details are in the bot's log."
+CUT_BY_SHUTDOWN = "(The bot restarted mid-answer, so this reply is incomplete.)"
+# Counting a very long text takes milliseconds; do that off the event loop.
+COUNT_IN_THREAD_CHARS = 20_000
+
+
+def parse_think(text: str, override: bool | None) -> tuple[str, bool | None]:
+    """Strip a leading `think:` and report whether this message asks for reasoning."""
+    stripped = text.lstrip()
+    if stripped[: len(THINK_PREFIX)].lower() == THINK_PREFIX:
+        return stripped[len(THINK_PREFIX) :].lstrip(), True if override is None else override
+    return text, override
+
+
+@dataclass
+class _Turn:
+    """A FIFO lock for one conversation plus how many replies are waiting on it."""
+
+    lock: asyncio.Lock
+    users: int = 0
+
+
+@dataclass
+class _Outcome:
+    answer: str = ""
+    thinking: str = ""
+    usage: Usage | None = None
+    error: ModelError | None = None
+    cancelled: bool = False
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: Store, model: ModelClient) -> None:
+        self.settings = settings
+        self.store = store
+        self.model = model
+        self.calibration = tokens.Calibration()
+        self._turns: dict[str, _Turn] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @classmethod
+    async def create(cls, settings: Settings) -> Engine:
+        """The production wiring: the configured store, the Mistral client, Tekken loaded."""
+        from bot.mistral import MistralClient
+        from bot.store import open_store
+
+        store = await open_store(settings.database_url)
+        model = MistralClient(
+            api_key=settings.mistral_api_key,
+            base_url=settings.mistral_base_url,
+            model=settings.model,
+        )
+        await asyncio.to_thread(tokens.load)
+        engine = cls(settings, store, model)
+        await engine.start()
+        return engine
+
+    async def start(self) -> None:
+        ratio = await self.store.get_meta("calibration_ratio")
+        if ratio:
+            self.calibration.ratio = float(ratio)
+
+    # What adapters call
+
+    def is_admin(self, author_id: str) -> bool:
+        return author_id in self.settings.admin_ids
+
+    async def claim_event(self, source: str, event_id: str) -> bool:
+        return await self.store.claim_event(f"{source}:{event_id}")
+
+    async def record(self, message: Message) -> bool:
+        """Store a message as context without answering it."""
+        row = await self.store.add_message(await self._new_row(message, message.text))
+        return row is not None
+
+    async def edit(self, key: ConversationKey, message_id: str, text: str) -> bool:
+        return await self.store.update_message(str(key), message_id, text, await self._count(text))
+
+    async def delete(self, key: ConversationKey, message_id: str) -> bool:
+        return await self.store.delete_message(str(key), message_id)
+
+    async def seed(self, source: ConversationKey, target: ConversationKey, limit: int = 20) -> int:
+        """Start an empty conversation with the newest messages of another one."""
+        if await self.store.recent(str(target), 1):
+            return 0
+        rows = await self.store.recent(str(source), limit)
+        for row in rows:
+            await self.store.add_message(
+                NewMessage(
+                    conversation=str(target),
+                    role=row.role,
+                    author_id=row.author_id,
+                    author_name=row.author_name,
+                    text=row.text,
+                    tokens=row.tokens,
+                    platform_id=row.platform_id,
+                    attachments=row.attachments,
+                    created_at=row.created_at,
+                )
+            )
+        return len(rows)
+
+    async def command(
+        self, key: ConversationKey, author: Author, name: str, args: str, *, is_group: bool = True
+    ) -> CommandResult:
+        return await commands.run(self, key, author, name, args, is_group=is_group)
+
+    async def reply(self, message: Message) -> AsyncIterator[ReplyEvent]:
+        """Answer `message`: text and thinking deltas, then one ReplyDone or ReplyFailed.
+
+        Yields nothing at all for a message that was already answered.
+        """
+        if self._closing:
+            yield ReplyFailed(SHUTTING_DOWN)
+            return
+        if not await self.store.claim_event(f"answer:{message.key}:{message.id}"):
+            return
+        text, reasoning = parse_think(message.text, message.reasoning)
+        row = await self._store_user(message, text)
+        queue: asyncio.Queue[ReplyEvent] = asyncio.Queue()
+        task = asyncio.create_task(self._answer(message, row, reasoning, queue.put_nowait))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        while True:
+            event = await queue.get()
+            yield event
+            if isinstance(event, ReplyDone | ReplyFailed):
+                return
+
+    async def shutdown(self, grace: float = 8.0) -> None:
+        """Take no new work; give in-flight replies `grace` seconds, then cut and store them."""
+        self._closing = True
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.shutdown(grace=0)
+        await self.model.aclose()
+        await self.store.aclose()
+
+    # The reply pipeline
+
+    async def _count(self, text: str) -> int:
+        if len(text) > COUNT_IN_THREAD_CHARS:
+            return await asyncio.to_thread(tokens.count, text)
+        return tokens.count(text)
+
+    async def _new_row(self, message: Message, text: str) -> NewMessage:
+        return NewMessage(
+            conversation=str(message.key),
+            role="user",
+            author_id=message.author.id,
+            author_name=message.author.name,
+            text=text,
+            tokens=await self._count(text),
+            platform_id=message.id,
+            attachments=message.attachments,
+        )
+
+    async def _store_user(self, message: Message, text: str) -> StoredMessage:
+        key = str(message.key)
+        new = await self._new_row(message, text)
+        await self.store.add_message(new)
+        row = await self.store.find_message(key, message.id)
+        assert row is not None, "a message just stored must be found"
+        if row.text != text:  # recorded earlier as chatter, with its `think:` prefix
+            await self.store.update_message(key, message.id, text, new.tokens)
+        return row
+
+    def _turn_for(self, key: str) -> _Turn:
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = _Turn(asyncio.Lock())
+        return turn
+
+    async def _answer(
+        self,
+        message: Message,
+        row: StoredMessage,
+        reasoning: bool | None,
+        emit: Callable[[ReplyEvent], None],
+    ) -> None:
+        key = str(message.key)
+        turn = self._turn_for(key)
+        turn.users += 1
+        try:
+            async with turn.lock:
+                await self._answer_in_turn(message, row, reasoning, emit)
+        except asyncio.CancelledError:
+            emit(ReplyFailed(SHUTTING_DOWN))  # cancelled while still waiting for its turn
+            raise
+        except Exception:
+            log.exception("reply to %s in %s failed", message.id, key)
+            emit(ReplyFailed(BUG))
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                self._turns.pop(key, None)
+
+    async def _answer_in_turn(
+        self,
+        message: Message,
+        row: StoredMessage,
+        reasoning: bool | None,
+        emit: Callable[[ReplyEvent], None],
+    ) -> None:
+        key = str(message.key)
+        settings = await self.store.settings(key)
+        if reasoning is None:
+            default = settings.get("reasoning")
+            reasoning = self.settings.reasoning if default is None else default != "off"
+        started = time.perf_counter()
+        outcome = _Outcome()
+        estimate = 0
+        budget = int(self.settings.context_tokens / self.calibration.ratio)
+        for _ in range(2):
+            try:
+                request, estimate = await self._request(message, row, settings, reasoning, budget)
+            except ContextTooLong as exc:
+                outcome = _Outcome(error=exc)
+                break
+            outcome = await self._stream(request, emit)
+            if not (isinstance(outcome.error, ContextTooLong) and not outcome.answer):
+                break
+            log.warning("context too long for %s; trimming harder and retrying once", key)
+            budget = estimate // 2
+        await self._finish(message, row, outcome, estimate, started, settings, emit)
+
+    async def _request(
+        self,
+        message: Message,
+        row: StoredMessage,
+        settings: dict[str, str],
+        reasoning: bool,
+        budget: int,
+    ) -> tuple[ModelRequest, int]:
+        key = str(message.key)
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        system = context.system_message(
+            self.settings.system_prompt, settings.get("system", ""), today
+        )
+        fixed = tokens.count(system["content"]) + tokens.IMAGE_TOKENS * len(message.images)
+        start = await self.store.window_start(key)
+        window = await self.store.messages(key, from_id=start, to_id=row.id)
+        new_start = context.trim_window(window, fixed, budget)
+        if new_start is not None:
+            window = [m for m in window if m.position >= new_start]
+            await self.store.set_window_start(key, new_start)
+        estimate = fixed + sum(m.tokens for m in window)
+        if estimate > budget:
+            raise ContextTooLong(f"message alone is ~{estimate} tokens; budget {budget}")
+        messages = context.build_messages(
+            system, window, named=message.is_group, images=message.images
+        )
+        request = ModelRequest(messages, reasoning, self.settings.max_output_tokens)
+        return request, estimate
+
+    async def _stream(self, request: ModelRequest, emit: Callable[[ReplyEvent], None]) -> _Outcome:
+        outcome = _Outcome()
+        answer: list[str] = []
+        thinking: list[str] = []
+        try:
+            async for event in self.model.stream(request):
+                if isinstance(event, AnswerChunk):
+                    answer.append(event.text)
+                    emit(TextDelta(event.text))
+                elif isinstance(event, ThinkingChunk):
+                    thinking.append(event.text)
+                    emit(ThinkingDelta(event.text))
+                elif isinstance(event, Finished):
+                    outcome.usage = event.usage
+        except ModelError as exc:
+            outcome.error = exc
+        except asyncio.CancelledError:
+            outcome.cancelled = True
+        outcome.answer = "".join(answer)
+        outcome.thinking = "".join(thinking)
+        return outcome
+
+    async def _finish(
+        self,
+        message: Message,
+        row: StoredMessage,
+        outcome: _Outcome,
+        estimate: int,
+        started: float,
+        settings: dict[str, str],
+        emit: Callable[[ReplyEvent], None],
+    ) -> None:
+        key = str(message.key)
+        usage = outcome.usage or Usage(estimate if outcome.answer else 0, 0)
+        if outcome.cancelled:
+            state = "cut_off"
+        elif outcome.error:
+            state = type(outcome.error).__name__
+            log.warning("model call for %s failed: %s", key, outcome.error)
+        else:
+            state = "ok"
+        await self.store.record_usage(
+            UsageRecord(
+                platform=message.key.platform,
+                conversation=key,
+                user_id=message.author.id,
+                model=self.model.model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cost_usd=cost_usd(usage.prompt_tokens, usage.completion_tokens),
+                latency_ms=(time.perf_counter() - started) * 1000,
+                outcome=state,
+            )
+        )
+        if outcome.error and not outcome.answer:
+            emit(ReplyFailed(outcome.error.user_message))
+            return
+        await self.store.add_message(
+            NewMessage(
+                conversation=key,
+                role="assistant",
+                author_id="teambot",
+                author_name="teambot",
+                text=outcome.answer,
+                tokens=await self._count(outcome.answer),
+                reply_to=row.id,
+                thinking=outcome.thinking,
+            )
+        )
+        if outcome.usage and not outcome.cancelled:
+            self.calibration.observe(estimate, outcome.usage.prompt_tokens)
+            await self.store.set_meta("calibration_ratio", f"{self.calibration.ratio:.4f}")
+        notice = ""
+        if outcome.cancelled:
+            notice = CUT_BY_SHUTDOWN
+        elif outcome.error:
+            notice = f"({outcome.error.user_message})"
+        emit(
+            ReplyDone(
+                text=outcome.answer,
+                thinking=outcome.thinking,
+                usage=usage,
+                cut_off=bool(notice),
+                notice=notice,
+                show_thinking=settings.get("reasoning") == "show",
+            )
+        )
+        log.info(
+            "replied in %s: %d+%d tokens, %.0f ms, %s",
+            key,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            (time.perf_counter() - started) * 1000,
+            state,
+        )

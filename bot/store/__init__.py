@@ -1,0 +1,148 @@
+"""Where conversations are remembered.
+
+`Store` is the interface the engine uses; `open_store(url)` picks a backend from
+DATABASE_URL. Records are plain dataclasses, so no database types leak out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    conversation: str
+    role: str  # "user" or "assistant"
+    author_id: str
+    author_name: str
+    text: str
+    tokens: int
+    created_at: float
+    platform_id: str | None = None
+    reply_to: int | None = None
+    thinking: str = ""
+    attachments: tuple[dict[str, object], ...] = ()
+
+    @property
+    def position(self) -> int:
+        """Conversation order: a reply sits right after the message it answers."""
+        return self.reply_to if self.reply_to is not None else self.id
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    conversation: str
+    role: str
+    author_id: str
+    author_name: str
+    text: str
+    tokens: int
+    platform_id: str | None = None
+    reply_to: int | None = None
+    thinking: str = ""
+    attachments: tuple[dict[str, object], ...] = ()
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    platform: str
+    conversation: str
+    user_id: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+    outcome: str  # "ok", "cut_off", or the error class name
+    created_at: float | None = None
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One line of the `teambot usage` table."""
+
+    day: str
+    platform: str
+    user_id: str
+    totals: UsageTotals = field(default_factory=UsageTotals)
+
+
+class Store(Protocol):
+    async def add_message(self, message: NewMessage) -> int | None:
+        """Insert; return the new id, or None when (conversation, platform_id) exists."""
+        ...
+
+    async def find_message(self, conversation: str, platform_id: str) -> StoredMessage | None: ...
+
+    async def update_message(
+        self, conversation: str, platform_id: str, text: str, tokens: int
+    ) -> bool: ...
+
+    async def delete_message(self, conversation: str, platform_id: str) -> bool: ...
+
+    async def messages(
+        self, conversation: str, *, from_id: int = 0, to_id: int | None = None
+    ) -> list[StoredMessage]:
+        """Messages whose position is within [from_id, to_id], in conversation order."""
+        ...
+
+    async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
+        """The newest `limit` messages, oldest first."""
+        ...
+
+    async def forget(self, conversation: str) -> int:
+        """Delete every message of the conversation; return how many."""
+        ...
+
+    async def window_start(self, conversation: str) -> int: ...
+
+    async def set_window_start(self, conversation: str, message_id: int) -> None: ...
+
+    async def settings(self, conversation: str) -> dict[str, str]: ...
+
+    async def set_setting(self, conversation: str, name: str, value: str | None) -> None: ...
+
+    async def claim_event(self, event_key: str) -> bool:
+        """True the first time `event_key` is claimed, False ever after."""
+        ...
+
+    async def record_usage(self, record: UsageRecord) -> None: ...
+
+    async def usage_totals(
+        self,
+        *,
+        since: float | None = None,
+        user_id: str | None = None,
+        conversation: str | None = None,
+    ) -> UsageTotals: ...
+
+    async def usage_rows(self, *, since: float | None = None) -> Sequence[UsageRow]: ...
+
+    async def get_meta(self, name: str) -> str | None: ...
+
+    async def set_meta(self, name: str, value: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def open_store(url: str) -> Store:
+    """Open the store named by DATABASE_URL (sqlite:///path or postgresql://...)."""
+    if url.startswith("sqlite:///"):
+        from bot.store.sqlite import SQLiteStore
+
+        return await SQLiteStore.open(url.removeprefix("sqlite:///"))
+    from bot.errors import ConfigError
+
+    raise ConfigError("DATABASE_URL", "sqlite:///PATH (the PostgreSQL backend is not built yet)")
