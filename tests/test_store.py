@@ -1,0 +1,127 @@
+"""The store contract. Every backend must pass these; add it to `BACKENDS`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.store import NewMessage, Store, UsageRecord
+from bot.store.sqlite import SQLiteStore
+
+BACKENDS = ["sqlite"]
+
+
+async def open_backend(name: str, tmp_path: Path) -> Store:
+    assert name == "sqlite"
+    return await SQLiteStore.open(str(tmp_path / "store.db"))
+
+
+@pytest_asyncio.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    backend = await open_backend(request.param, tmp_path)
+    yield backend
+    await backend.aclose()
+
+
+def msg(conv: str, text: str, platform_id: str | None = None, **kw: object) -> NewMessage:
+    return NewMessage(
+        conv, kw.pop("role", "user"), "U1", "Alice", text, len(text), platform_id, **kw
+    )  # type: ignore[arg-type]
+
+
+async def test_messages_round_trip_in_order(store):
+    ids = [await store.add_message(msg("c", f"text {n}", f"p{n}")) for n in range(3)]
+    assert all(isinstance(i, int) for i in ids)
+    rows = await store.messages("c")
+    assert [r.text for r in rows] == ["text 0", "text 1", "text 2"]
+    assert rows[0].author_name == "Alice" and rows[0].platform_id == "p0"
+
+
+async def test_platform_id_unique_per_conversation(store):
+    assert await store.add_message(msg("c", "a", "same")) is not None
+    assert await store.add_message(msg("c", "b", "same")) is None
+    assert await store.add_message(msg("other", "b", "same")) is not None
+    assert await store.add_message(msg("c", "no id 1")) is not None
+    assert await store.add_message(msg("c", "no id 2")) is not None  # NULL ids never clash
+
+
+async def test_reply_sorts_after_the_message_it_answers(store):
+    q1 = await store.add_message(msg("c", "q1", "1"))
+    await store.add_message(msg("c", "q2", "2"))
+    await store.add_message(msg("c", "a1", role="assistant", reply_to=q1))
+    assert [r.text for r in await store.messages("c")] == ["q1", "a1", "q2"]
+    assert [r.text for r in await store.recent("c", 2)] == ["a1", "q2"]
+    assert [r.text for r in await store.messages("c", to_id=q1)] == ["q1", "a1"]
+
+
+async def test_edit_delete_and_forget(store):
+    await store.add_message(msg("c", "before", "x"))
+    await store.add_message(msg("d", "keep", "y"))
+    assert await store.update_message("c", "x", "after", 5)
+    assert not await store.update_message("c", "missing", "z", 1)
+    found = await store.find_message("c", "x")
+    assert found and found.text == "after" and found.tokens == 5
+    assert await store.delete_message("c", "x")
+    assert await store.messages("c") == []
+    await store.add_message(msg("c", "again", "z"))
+    await store.set_window_start("c", 99)
+    assert await store.forget("c") == 1
+    assert await store.window_start("c") == 0
+    assert [r.text for r in await store.messages("d")] == ["keep"]
+
+
+async def test_settings_and_meta(store):
+    assert await store.settings("c") == {}
+    await store.set_setting("c", "reasoning", "on")
+    await store.set_setting("c", "reasoning", "off")
+    await store.set_setting("c", "system", "be nice")
+    assert await store.settings("c") == {"reasoning": "off", "system": "be nice"}
+    await store.set_setting("c", "system", None)
+    assert await store.settings("c") == {"reasoning": "off"}
+    assert await store.get_meta("k") is None
+    await store.set_meta("k", "v")
+    assert await store.get_meta("k") == "v"
+
+
+async def test_claim_event_once(store):
+    assert await store.claim_event("slack:Ev1")
+    assert not await store.claim_event("slack:Ev1")
+    assert await store.claim_event("slack:Ev2")
+
+
+async def test_usage_totals_and_rows(store):
+    now = time.time()
+    for user, conv, p, c, when in [
+        ("U1", "c1", 100, 10, now),
+        ("U1", "c2", 200, 20, now),
+        ("U2", "c1", 300, 30, now - 40 * 86400),
+    ]:
+        await store.record_usage(
+            UsageRecord("slack", conv, user, "m", p, c, p * 0.15e-6 + c * 0.6e-6, 5.0, "ok", when)
+        )
+    everyone = await store.usage_totals()
+    assert (everyone.calls, everyone.prompt_tokens, everyone.completion_tokens) == (3, 600, 60)
+    recent = await store.usage_totals(since=now - 30 * 86400)
+    assert recent.calls == 2
+    u1 = await store.usage_totals(user_id="U1", conversation="c1")
+    assert (u1.calls, u1.prompt_tokens) == (1, 100)
+    assert u1.cost_usd == pytest.approx(100 * 0.15e-6 + 10 * 0.6e-6)
+    rows = await store.usage_rows(since=now - 86400)
+    assert [(r.user_id, r.totals.calls) for r in rows] == [("U1", 2)]
+
+
+async def test_data_survives_reopen(tmp_path):
+    first = await SQLiteStore.open(str(tmp_path / "s.db"))
+    await first.add_message(msg("c", "persisted", "1"))
+    await first.set_setting("c", "reasoning", "on")
+    assert await first.claim_event("event-1")
+    await first.aclose()
+    second = await SQLiteStore.open(str(tmp_path / "s.db"))
+    assert [r.text for r in await second.messages("c")] == ["persisted"]
+    assert await second.settings("c") == {"reasoning": "on"}
+    assert not await second.claim_event("event-1")  # de-duplication survives restarts
+    await second.aclose()
