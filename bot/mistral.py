@@ -1,0 +1,439 @@
+"""`ModelClient` for Mistral's native chat completions API (streaming SSE over httpx).
+
+Retry policy: 429, 5xx, connect errors and timeouts are retried with full-jitter exponential
+backoff, but only until the first thinking or answer chunk has been yielded; after that a broken
+stream raises `StreamCut` so the engine can keep the partial text instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from bot.errors import (
+    ContextTooLong,
+    ModelAuthError,
+    ModelBadRequest,
+    ModelError,
+    ModelRateLimited,
+    ModelUnavailable,
+    StreamCut,
+)
+from bot.model import AnswerChunk, Finished, ModelEvent, ModelRequest, ThinkingChunk
+from bot.types import Usage
+
+log = logging.getLogger("teambot.model")
+
+# Optional request fields the API accepts; anything else would be a 422 extra_forbidden.
+EXTRA_FIELDS = frozenset(
+    {
+        *("temperature", "top_p", "stop", "random_seed", "response_format", "tools"),
+        *("tool_choice", "parallel_tool_calls", "presence_penalty", "frequency_penalty"),
+        *("n", "prediction", "safe_prompt", "metadata", "guardrails", "prompt_cache_key"),
+        "service_tier",
+    }
+)
+RETRY_AFTER_CAP = 120.0
+CONTEXT_TOO_LONG = re.compile(r"too large for model|context length", re.IGNORECASE)
+MAX_DETAIL = 300
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class _Retryable(Exception):
+    """An attempt failed before any output in a way worth trying again."""
+
+    def __init__(self, error: ModelError, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+@dataclass
+class _StreamState:
+    produced: bool = False  # a thinking or answer chunk has been yielded
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+class MistralClient:
+    """Streams chat completions from Mistral; raises only `bot.errors.ModelError` subclasses."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str,
+        model: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 300.0,
+        connect_timeout: float = 10.0,
+        retry_budget: float = 20.0,
+        first_byte_timeout: float = 120.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 8.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.model = model
+        self._api_key = api_key
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._retry_budget = retry_budget
+        self._first_byte_timeout = first_byte_timeout
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            headers={"Authorization": f"Bearer {api_key}"},
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def check(self) -> str:
+        """Send one tiny request and describe the result, for `teambot check`."""
+        started = time.perf_counter()
+        answer: list[str] = []
+        usage = Usage()
+        request = ModelRequest(
+            messages=[{"role": "user", "content": "Reply with just: OK"}], max_tokens=5
+        )
+        async for event in self.stream(request):
+            if isinstance(event, AnswerChunk):
+                answer.append(event.text)
+            elif isinstance(event, Finished):
+                usage = event.usage
+        elapsed = time.perf_counter() - started
+        reply = "".join(answer).strip()[:40]
+        return (
+            f"{self.model} answered {reply!r} in {elapsed:.1f} s "
+            f"({usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens)"
+        )
+
+    def request_body(self, request: ModelRequest) -> dict[str, Any]:
+        dropped = sorted(set(request.extra) - EXTRA_FIELDS)
+        if dropped:
+            log.warning("mistral: not sending fields the API does not accept: %s", dropped)
+        body = {key: value for key, value in request.extra.items() if key in EXTRA_FIELDS}
+        body.update(
+            model=self.model,
+            messages=request.messages,
+            max_tokens=request.max_tokens,
+            # Sent explicitly because the API's default when omitted is undocumented.
+            reasoning_effort="high" if request.reasoning else "none",
+            stream=True,
+        )
+        return body
+
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
+        body = self.request_body(request)
+        started = time.monotonic()
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                try:
+                    async with contextlib.aclosing(self._attempt(body)) as events:
+                        async for event in events:
+                            yield event
+                    return
+                except _Retryable as failure:
+                    delay = self._retry_delay(failure, attempt, time.monotonic() - started)
+                    if delay is None:
+                        elapsed = time.monotonic() - started
+                        raise self._final(failure.error, attempt, elapsed) from None
+                    log.info("mistral: %s; retry %d in %.1f s", failure.error, attempt, delay)
+                    await self._sleep(delay)
+        except ModelError as error:
+            log.warning("mistral: %s: %s", type(error).__name__, error)
+            raise
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[ModelEvent, None]:
+        request = self._client.build_request(
+            "POST", self._url, json=body, headers={"Accept": "text/event-stream"}
+        )
+        try:
+            async with asyncio.timeout(self._first_byte_timeout):
+                response = await self._client.send(request, stream=True)
+        except TimeoutError:
+            detail = f"no response within {self._first_byte_timeout:g} s"
+            raise _Retryable(ModelUnavailable(detail)) from None
+        except httpx.HTTPError as error:
+            raise _Retryable(ModelUnavailable(self._transport_detail(error))) from None
+        try:
+            if response.status_code != 200:
+                raise await self._status_error(response)
+            content_type = response.headers.get("content-type", "")
+            if content_type.startswith("application/json"):
+                for event in await self._whole_completion(response):
+                    yield event
+                return
+            state = _StreamState()
+            try:
+                async with contextlib.aclosing(self._stream_events(response, state)) as events:
+                    async for event in events:
+                        yield event
+            except httpx.HTTPError as error:
+                if state.finish_reason is None:
+                    raise self._broken(state, self._transport_detail(error)) from None
+            yield self._finish(state)
+        finally:
+            await response.aclose()
+
+    async def _stream_events(
+        self, response: httpx.Response, state: _StreamState
+    ) -> AsyncGenerator[ModelEvent, None]:
+        async with contextlib.aclosing(sse_data(response)) as payloads:
+            async for data in payloads:
+                if data.strip() == "[DONE]":
+                    return
+                for event in self._parse_event(data, state):
+                    state.produced = True
+                    yield event
+
+    def _parse_event(self, data: str, state: _StreamState) -> list[ModelEvent]:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            log.debug("mistral: skipping a non-JSON SSE event")
+            return []
+        if not isinstance(chunk, dict):
+            return []
+        if chunk.get("object") == "error" or "error" in chunk:
+            raise self._broken(state, "error event in stream: " + api_message(chunk))
+        return list(chunk_events(chunk, state))
+
+    async def _whole_completion(self, response: httpx.Response) -> list[ModelEvent]:
+        """A proxy that ignored `stream` sent one JSON completion; accept it."""
+        try:
+            payload = json.loads(await response.aread())
+            choice = (payload.get("choices") or [{}])[0]
+            events = list(content_events((choice.get("message") or {}).get("content")))
+            usage = parse_usage(payload.get("usage")) or Usage()
+            return [*events, Finished(usage, choice.get("finish_reason") or "stop")]
+        except (ValueError, AttributeError, IndexError, httpx.HTTPError) as error:
+            detail = f"unreadable JSON completion ({type(error).__name__})"
+            raise _Retryable(ModelUnavailable(detail)) from None
+
+    def _finish(self, state: _StreamState) -> Finished:
+        if state.finish_reason is None:
+            raise self._broken(state, "stream ended before the model finished")
+        if state.finish_reason == "error":
+            raise self._broken(state, "the model reported finish_reason=error")
+        return Finished(state.usage or Usage(), state.finish_reason)
+
+    def _broken(self, state: _StreamState, detail: str) -> ModelError | _Retryable:
+        if state.produced:
+            return StreamCut(self._redact(detail))
+        return _Retryable(ModelUnavailable(self._redact(detail)))
+
+    async def _status_error(self, response: httpx.Response) -> ModelError | _Retryable:
+        status = response.status_code
+        try:
+            text = (await response.aread()).decode("utf-8", "replace")
+        except httpx.TransportError:
+            text = ""
+        detail = self._redact(f"HTTP {status}: {api_message(text)}")
+        if status in (401, 403):
+            return ModelAuthError(detail, status=status)
+        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+        if status == 429:
+            return _Retryable(ModelRateLimited(detail, status=status), retry_after)
+        if status >= 500 or status == 408:
+            return _Retryable(ModelUnavailable(detail, status=status), retry_after)
+        if status == 400 and CONTEXT_TOO_LONG.search(detail):
+            return ContextTooLong(detail, status=status)
+        return ModelBadRequest(detail, status=status)
+
+    # -- retry policy --------------------------------------------------------------------
+
+    def _retry_delay(self, failure: _Retryable, attempt: int, elapsed: float) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up.
+
+        The budget bounds the total; a Retry-After (up to the cap) is honoured even past it,
+        once, because the server knows better than our backoff when it will take us again.
+        """
+        remaining = self._retry_budget - elapsed
+        if remaining <= 0:
+            return None
+        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
+        backoff = min(random.uniform(0, ceiling), remaining)
+        if failure.retry_after is None:
+            return backoff
+        if failure.retry_after > RETRY_AFTER_CAP:
+            return None
+        # The backoff floor stops a "Retry-After: 0" from turning into a tight request loop.
+        return max(failure.retry_after, backoff)
+
+    def _final(self, error: ModelError, attempts: int, elapsed: float) -> ModelError:
+        if attempts == 1:
+            return error
+        detail = f"{error} (gave up after {attempts} attempts in {elapsed:.1f} s)"
+        return type(error)(detail, status=error.status)
+
+    def _transport_detail(self, error: httpx.HTTPError) -> str:
+        kind = type(error).__name__
+        text = str(error)
+        return self._redact(f"{kind}: {text}" if text else kind)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+
+# -- wire format helpers (pure functions) ----------------------------------------------------
+
+
+async def sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
+    """The `data` payload of each server-sent event (multi-line data joined by newlines)."""
+    data: list[str] = []
+    first = True
+    async for line in response.aiter_lines():  # splits on CRLF, LF and CR
+        if first:
+            line, first = line.removeprefix("\ufeff"), False
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        name, _, value = line.partition(":")  # a ":" comment line has an empty name
+        if name == "data":
+            data.append(value.removeprefix(" "))
+    if data:  # tolerate a last event without its blank line
+        yield "\n".join(data)
+
+
+def chunk_events(chunk: dict[str, Any], state: _StreamState) -> Iterator[ModelEvent]:
+    """Thinking/answer events of one `chat.completion.chunk`; records finish and usage."""
+    usage = parse_usage(chunk.get("usage"))
+    if usage is not None:
+        state.usage = usage
+    for choice in chunk.get("choices") or []:
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            continue
+        delta = choice.get("delta") or {}
+        if isinstance(delta, dict):
+            # Some OpenAI-style servers put reasoning beside content instead of inside it.
+            for key in ("reasoning_content", "reasoning"):
+                if isinstance(delta.get(key), str) and delta[key]:
+                    yield ThinkingChunk(delta[key])
+            yield from content_events(delta.get("content"))
+            # delta.tool_calls is ignored: we send no tools yet.
+        if choice.get("finish_reason"):
+            state.finish_reason = str(choice["finish_reason"])
+
+
+def content_events(content: Any) -> Iterator[ModelEvent]:
+    """`content` is a string, or a list of parts where `thinking` parts nest text parts."""
+    if isinstance(content, str):
+        if content:
+            yield AnswerChunk(content)
+        return
+    if not isinstance(content, list):
+        return
+    for part in content:
+        if isinstance(part, str):
+            if part:
+                yield AnswerChunk(part)
+        elif isinstance(part, dict) and part.get("type") == "thinking":
+            text = flatten_text(part.get("thinking"))
+            if text:
+                yield ThinkingChunk(text)
+        elif isinstance(part, dict) and part.get("type") == "text":
+            answer = part.get("text")
+            if isinstance(answer, str) and answer:
+                yield AnswerChunk(answer)
+
+
+def flatten_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(flatten_text(item) for item in value)
+    if isinstance(value, dict):
+        return flatten_text(value.get("text", value.get("thinking", "")))
+    return ""
+
+
+def parse_usage(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        prompt = int(value.get("prompt_tokens") or 0)
+        completion = int(value.get("completion_tokens") or 0)
+    except (TypeError, ValueError):
+        return None
+    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+
+
+def api_message(body: str | dict[str, Any]) -> str:
+    """One readable line from an error body, whatever shape Mistral (or a proxy) used."""
+    payload: Any = body
+    if isinstance(body, str):
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return _one_line(body) or "(empty body)"
+    if isinstance(payload, dict):
+        found = next(
+            (payload[k] for k in ("message", "detail", "error") if payload.get(k)), payload
+        )
+        text = _describe(found)
+        code = payload.get("code")
+        return _one_line(f"{text} (code {code})" if code else text)
+    return _one_line(_describe(payload))
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # pydantic-style validation errors
+        return "; ".join(_describe(item) for item in value)
+    if isinstance(value, dict):
+        if "msg" in value:
+            where = ".".join(str(part) for part in value.get("loc", []))
+            return f"{where}: {value['msg']}" if where else str(value["msg"])
+        for key in ("detail", "message", "error"):
+            if key in value:
+                return _describe(value[key])
+    return json.dumps(value)
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Parse Retry-After as delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
