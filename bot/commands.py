@@ -55,7 +55,7 @@ async def run(
 
 
 async def _reset(engine: Engine, key: ConversationKey) -> CommandResult:
-    count = await engine.store.forget(str(key))
+    count = await engine.forget(key)
     noun = "message" if count == 1 else "messages"
     return CommandResult(f"Forgot this conversation ({count} {noun}). Starting fresh.")
 
@@ -63,13 +63,13 @@ async def _reset(engine: Engine, key: ConversationKey) -> CommandResult:
 async def _reasoning(engine: Engine, key: ConversationKey, args: str) -> CommandResult:
     choice = args.lower()
     if not choice:
-        current = (await engine.store.settings(str(key))).get("reasoning")
+        current = (await engine.conversation_settings(key)).get("reasoning")
         if current is None:
             current = "on" if engine.settings.reasoning else "off"
         return CommandResult(f"Reasoning here is **{current}**. Use `reasoning on|off|show`.")
     if choice not in ("on", "off", "show"):
         return CommandResult("Use `reasoning on`, `reasoning off` or `reasoning show`.", True)
-    await engine.store.set_setting(str(key), "reasoning", choice)
+    await engine.set_setting(key, "reasoning", choice)
     meaning = {
         "on": "I'll think before answering here (slower, better on hard questions).",
         "off": "I'll answer directly here without extended thinking.",
@@ -82,7 +82,7 @@ async def _system(
     engine: Engine, key: ConversationKey, author: Author, args: str, is_group: bool
 ) -> CommandResult:
     if not args:
-        current = (await engine.store.settings(str(key))).get("system")
+        current = (await engine.conversation_settings(key)).get("system")
         if not current:
             return CommandResult("No instructions are set for this conversation.", private=True)
         return CommandResult(f"Instructions for this conversation:\n{current}", private=True)
@@ -91,9 +91,9 @@ async def _system(
             "Only admins can change my instructions here (TEAMBOT_ADMIN_IDS).", private=True
         )
     if args.lower() == "clear":
-        await engine.store.set_setting(str(key), "system", None)
+        await engine.set_setting(key, "system", None)
         return CommandResult("Instructions cleared for this conversation.")
-    await engine.store.set_setting(str(key), "system", args)
+    await engine.set_setting(key, "system", args)
     return CommandResult("Instructions set for this conversation.")
 
 

@@ -122,7 +122,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     log_level = env.get("TEAMBOT_LOG_LEVEL", "").strip().upper() or "INFO"
     if log_level not in LOG_LEVELS:
-        raise ConfigError("TEAMBOT_LOG_LEVEL", f"one of {', '.join(LOG_LEVELS)} (got {log_level!r})")
+        raise ConfigError(
+            "TEAMBOT_LOG_LEVEL", f"one of {', '.join(LOG_LEVELS)} (got {log_level!r})"
+        )
 
     database_url = env.get("DATABASE_URL", "").strip() or "sqlite:///./teambot.db"
     if not database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
@@ -154,7 +156,9 @@ def _discord(env: Mapping[str, str]) -> DiscordSettings | None:
     guild_ids = []
     for part in _ids(env, "DISCORD_GUILD_IDS"):
         if not part.isdigit():
-            raise ConfigError("DISCORD_GUILD_IDS", f"comma-separated numeric guild ids (got {part!r})")
+            raise ConfigError(
+                "DISCORD_GUILD_IDS", f"comma-separated numeric guild ids (got {part!r})"
+            )
         guild_ids.append(int(part))
     gateway = env.get("DISCORD_GATEWAY_URL", "").strip()
     return DiscordSettings(

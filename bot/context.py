@@ -8,7 +8,9 @@ prompt grows append-only and its prefix stays byte-stable for Mistral's prefix c
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from operator import itemgetter
 
 from bot.model import ChatMessage
 from bot.store import StoredMessage
@@ -45,30 +47,31 @@ def image_part(image: Image) -> dict[str, str]:
     return {"type": "image_url", "image_url": f"data:{image.mime};base64,{encoded}"}
 
 
-def build_messages(
-    system: ChatMessage,
-    window: Sequence[StoredMessage],
-    *,
-    named: bool,
-    images: Sequence[Image] = (),
+def merge_turns(
+    turns: Iterable[tuple[str, str]], into: list[ChatMessage] | None = None
 ) -> list[ChatMessage]:
-    """System message, then the window with same-role neighbours merged.
+    """(role, text) turns as chat messages, same-role neighbours merged, appended to `into`.
 
     Channel chatter produces runs of user messages; merging them keeps roles
-    alternating. A window that starts with an assistant turn loses that turn,
+    alternating. A conversation that starts with an assistant turn loses that turn,
     because the first turn after the system message must be the user's.
     """
-    turns: list[tuple[str, list[str]]] = []
-    for message in window:
-        if not turns and message.role != "user":
-            continue
-        text = render(message, named)
-        if turns and turns[-1][0] == message.role:
-            turns[-1][1].append(text)
-        else:
-            turns.append((message.role, [text]))
-    messages: list[ChatMessage] = [system]
-    messages.extend({"role": role, "content": "\n\n".join(texts)} for role, texts in turns)
+    merged = [] if into is None else into
+    # groupby/map/itemgetter keep this loop in C: windows hold thousands of turns.
+    for role, group in groupby(turns, key=itemgetter(0)):
+        text = "\n\n".join(map(itemgetter(1), group))
+        if merged and merged[-1]["role"] == role:
+            merged[-1] = {"role": role, "content": merged[-1]["content"] + "\n\n" + text}
+        elif merged or role == "user":
+            merged.append({"role": role, "content": text})
+    return merged
+
+
+def build_messages(
+    system: ChatMessage, turns: Sequence[ChatMessage], *, images: Sequence[Image] = ()
+) -> list[ChatMessage]:
+    """The request's messages: system, the merged turns, images on the last user turn."""
+    messages = [system, *turns]
     if images and len(messages) > 1 and messages[-1]["role"] == "user":
         text = messages[-1]["content"]
         messages[-1] = {
@@ -78,14 +81,14 @@ def build_messages(
     return messages
 
 
-def trim_window(window: Sequence[StoredMessage], fixed_tokens: int, budget: int) -> int | None:
-    """The id the window should start at so the prompt fits `budget`.
+def trim_window(window: Sequence[StoredMessage], total: int, budget: int) -> int | None:
+    """The position the window should start at so the prompt fits `budget`.
 
-    Returns None when the window already fits (the start stays put). Otherwise drops
-    the oldest messages until the total is at most TRIM_TARGET of the budget; the
-    newest message is always kept, even if it alone is over the budget.
+    `total` is the prompt's size with the whole window. Returns None when that fits
+    (the start stays put). Otherwise drops the oldest messages until the total is at
+    most TRIM_TARGET of the budget; the newest message is always kept, even if it
+    alone is over the budget.
     """
-    total = fixed_tokens + sum(m.tokens for m in window)
     if total <= budget or not window:
         return None
     target = budget * TRIM_TARGET

@@ -11,8 +11,10 @@ the adapter stops listening half-way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +37,7 @@ from bot.types import (
     Usage,
     cost_usd,
 )
+from bot.window import Window
 
 log = logging.getLogger("teambot.engine")
 
@@ -44,6 +47,14 @@ BUG = "Something went wrong on my side; the details are in the bot's log."
 CUT_BY_SHUTDOWN = "(The bot restarted mid-answer, so this reply is incomplete.)"
 # Counting a very long text takes milliseconds; do that off the event loop.
 COUNT_IN_THREAD_CHARS = 20_000
+CACHED_WINDOWS = 512  # conversations whose window is kept in memory
+CALIBRATION_SAVE_EVERY = 50  # turns between writes of the calibration ratio
+
+
+@functools.lru_cache(maxsize=64)
+def _count_cached(text: str) -> int:
+    """System prompts repeat every turn; count each distinct one once."""
+    return tokens.count(text)
 
 
 def parse_think(text: str, override: bool | None) -> tuple[str, bool | None]:
@@ -80,6 +91,9 @@ class Engine:
         self._turns: dict[str, _Turn] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._windows: OrderedDict[str, Window] = OrderedDict()
+        self._settings: dict[str, dict[str, str]] = {}
+        self._calibrated_turns = 0
 
     @classmethod
     async def create(cls, settings: Settings) -> Engine:
@@ -117,15 +131,32 @@ class Engine:
         return row is not None
 
     async def edit(self, key: ConversationKey, message_id: str, text: str) -> bool:
+        self._windows.pop(str(key), None)
         return await self.store.update_message(str(key), message_id, text, await self._count(text))
 
     async def delete(self, key: ConversationKey, message_id: str) -> bool:
+        self._windows.pop(str(key), None)
         return await self.store.delete_message(str(key), message_id)
+
+    async def forget(self, key: ConversationKey) -> int:
+        self._windows.pop(str(key), None)
+        return await self.store.forget(str(key))
+
+    async def conversation_settings(self, key: ConversationKey) -> dict[str, str]:
+        cached = self._settings.get(str(key))
+        if cached is None:
+            cached = self._settings[str(key)] = await self.store.settings(str(key))
+        return cached
+
+    async def set_setting(self, key: ConversationKey, name: str, value: str | None) -> None:
+        self._settings.pop(str(key), None)
+        await self.store.set_setting(str(key), name, value)
 
     async def seed(self, source: ConversationKey, target: ConversationKey, limit: int = 20) -> int:
         """Start an empty conversation with the newest messages of another one."""
         if await self.store.recent(str(target), 1):
             return 0
+        self._windows.pop(str(target), None)
         rows = await self.store.recent(str(source), limit)
         for row in rows:
             await self.store.add_message(
@@ -207,11 +238,24 @@ class Engine:
     async def _store_user(self, message: Message, text: str) -> StoredMessage:
         key = str(message.key)
         new = await self._new_row(message, text)
-        await self.store.add_message(new)
+        row_id = await self.store.add_message(new)
+        if row_id is not None:
+            return StoredMessage(
+                id=row_id,
+                conversation=key,
+                role=new.role,
+                author_id=new.author_id,
+                author_name=new.author_name,
+                text=text,
+                tokens=new.tokens,
+                created_at=time.time(),
+                platform_id=message.id,
+                attachments=new.attachments,
+            )
         row = await self.store.find_message(key, message.id)
-        assert row is not None, "a message just stored must be found"
+        assert row is not None, "a message that clashed on insert must exist"
         if row.text != text:  # recorded earlier as chatter, with its `think:` prefix
-            await self.store.update_message(key, message.id, text, new.tokens)
+            await self.edit(message.key, message.id, text)
         return row
 
     def _turn_for(self, key: str) -> _Turn:
@@ -252,7 +296,7 @@ class Engine:
         emit: Callable[[ReplyEvent], None],
     ) -> None:
         key = str(message.key)
-        settings = await self.store.settings(key)
+        settings = await self.conversation_settings(message.key)
         if reasoning is None:
             default = settings.get("reasoning")
             reasoning = self.settings.reasoning if default is None else default != "off"
@@ -273,6 +317,19 @@ class Engine:
             budget = estimate // 2
         await self._finish(message, row, outcome, estimate, started, settings, emit)
 
+    async def _window(self, key: str, named: bool) -> Window:
+        window = self._windows.get(key)
+        if window is None or window.named != named:
+            start = await self.store.window_start(key)
+            window = Window(start, await self.store.messages(key, from_id=start), named)
+        else:
+            window.add(await self.store.messages_since(key, window.max_id))
+        self._windows[key] = window
+        self._windows.move_to_end(key)
+        while len(self._windows) > CACHED_WINDOWS:
+            self._windows.popitem(last=False)
+        return window
+
     async def _request(
         self,
         message: Message,
@@ -286,21 +343,21 @@ class Engine:
         system = context.system_message(
             self.settings.system_prompt, settings.get("system", ""), today
         )
-        fixed = tokens.count(system["content"]) + tokens.IMAGE_TOKENS * len(message.images)
-        start = await self.store.window_start(key)
-        window = await self.store.messages(key, from_id=start, to_id=row.id)
-        new_start = context.trim_window(window, fixed, budget)
+        fixed = _count_cached(system["content"]) + tokens.IMAGE_TOKENS * len(message.images)
+        window = await self._window(key, message.is_group)
+        # Questions queued behind this one are in the window too; they wait their turn.
+        cut = window.upto(row.position)
+        total = fixed + window.tokens - sum(m.tokens for m in window.rows[cut:])
+        new_start = context.trim_window(window.rows[:cut], total, budget)
         if new_start is not None:
-            window = [m for m in window if m.position >= new_start]
+            window.trim(new_start)
             await self.store.set_window_start(key, new_start)
-        estimate = fixed + sum(m.tokens for m in window)
-        if estimate > budget:
-            raise ContextTooLong(f"message alone is ~{estimate} tokens; budget {budget}")
-        messages = context.build_messages(
-            system, window, named=message.is_group, images=message.images
-        )
-        request = ModelRequest(messages, reasoning, self.settings.max_output_tokens)
-        return request, estimate
+            cut = window.upto(row.position)
+            total = fixed + window.tokens - sum(m.tokens for m in window.rows[cut:])
+        if total > budget:
+            raise ContextTooLong(f"message alone is ~{total} tokens; budget {budget}")
+        messages = context.build_messages(system, window.merged(cut), images=message.images)
+        return ModelRequest(messages, reasoning, self.settings.max_output_tokens), total
 
     async def _stream(self, request: ModelRequest, emit: Callable[[ReplyEvent], None]) -> _Outcome:
         outcome = _Outcome()
@@ -373,7 +430,9 @@ class Engine:
         )
         if outcome.usage and not outcome.cancelled:
             self.calibration.observe(estimate, outcome.usage.prompt_tokens)
-            await self.store.set_meta("calibration_ratio", f"{self.calibration.ratio:.4f}")
+            self._calibrated_turns += 1
+            if self._calibrated_turns % CALIBRATION_SAVE_EVERY == 1:
+                await self.store.set_meta("calibration_ratio", f"{self.calibration.ratio:.4f}")
         notice = ""
         if outcome.cancelled:
             notice = CUT_BY_SHUTDOWN

@@ -98,6 +98,10 @@ class Store(Protocol):
         """Messages whose position is within [from_id, to_id], in conversation order."""
         ...
 
+    async def messages_since(self, conversation: str, after_id: int) -> list[StoredMessage]:
+        """Messages with id > after_id, in insertion order (to refresh a cached window)."""
+        ...
+
     async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
         """The newest `limit` messages, oldest first."""
         ...

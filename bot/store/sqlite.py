@@ -59,6 +59,7 @@ def m001_initial(db: Database) -> None:
     db.execute(
         "CREATE INDEX idx_messages_position ON messages(conversation, coalesce(reply_to, id), id)"
     )
+    db.execute("CREATE INDEX idx_messages_id ON messages(conversation, id)")
     db["conversation_settings"].create(  # type: ignore[union-attr]
         {"conversation": str, "name": str, "value": str}, pk=("conversation", "name")
     )
@@ -212,8 +213,8 @@ class SQLiteStore:
 
     def _messages(self, conversation: str, from_id: int, to_id: int | None) -> list[StoredMessage]:
         rows = self._rows(
-            f"SELECT * FROM messages WHERE conversation = ? AND {POSITION} >= ? AND {POSITION} <= ? "
-            f"ORDER BY {POSITION}, id",
+            f"SELECT * FROM messages WHERE conversation = ? "
+            f"AND {POSITION} >= ? AND {POSITION} <= ? ORDER BY {POSITION}, id",
             [conversation, from_id, to_id if to_id is not None else 2**62],
         )
         return [_message(row) for row in rows]
@@ -223,9 +224,20 @@ class SQLiteStore:
     ) -> list[StoredMessage]:
         return await self._run(self._messages, conversation, from_id, to_id)
 
+    def _since(self, conversation: str, after_id: int) -> list[StoredMessage]:
+        rows = self._rows(
+            "SELECT * FROM messages WHERE conversation = ? AND id > ? ORDER BY id",
+            [conversation, after_id],
+        )
+        return [_message(row) for row in rows]
+
+    async def messages_since(self, conversation: str, after_id: int) -> list[StoredMessage]:
+        return await self._run(self._since, conversation, after_id)
+
     def _recent(self, conversation: str, limit: int) -> list[StoredMessage]:
         rows = self._rows(
-            f"SELECT * FROM messages WHERE conversation = ? ORDER BY {POSITION} DESC, id DESC LIMIT ?",
+            f"SELECT * FROM messages WHERE conversation = ? "
+            f"ORDER BY {POSITION} DESC, id DESC LIMIT ?",
             [conversation, limit],
         )
         return [_message(row) for row in reversed(rows)]

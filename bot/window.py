@@ -1,0 +1,68 @@
+"""An in-memory copy of one conversation's context window.
+
+Reading and rendering a 32k-token window from SQLite on every turn costs tens of
+milliseconds; keeping it in memory makes a turn cost only the new rows. The copy is
+refreshed from the store by id on every turn, so writes from anywhere are seen.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from bot.context import merge_turns, render
+from bot.model import ChatMessage
+from bot.store import StoredMessage
+
+
+class Window:
+    def __init__(self, start: int, rows: Iterable[StoredMessage], named: bool) -> None:
+        self.start = start
+        self.named = named
+        self.rows: list[StoredMessage] = []
+        self.order: list[tuple[int, int]] = []  # (position, id), sorted: the bisect key
+        self.roles: list[str] = []
+        self.texts: list[str] = []
+        self.tokens = 0
+        self.max_id = 0
+        # The merged chat messages for the first `_merged_rows` rows, extended as rows
+        # are appended so a turn costs only its new rows.
+        self._merged: list[ChatMessage] = []
+        self._merged_rows = 0
+        self.add(rows)
+
+    def add(self, rows: Iterable[StoredMessage]) -> None:
+        for row in rows:
+            self.max_id = max(self.max_id, row.id)
+            if row.position < self.start:
+                continue
+            at = bisect.bisect(self.order, (row.position, row.id))
+            if at < self._merged_rows:
+                self._merged_rows = 0
+                self._merged = []
+            self.order.insert(at, (row.position, row.id))
+            self.rows.insert(at, row)
+            self.roles.insert(at, row.role)
+            self.texts.insert(at, render(row, self.named))
+            self.tokens += row.tokens
+
+    def upto(self, position: int) -> int:
+        """How many rows sit at or before `position` (later questions wait their turn)."""
+        return bisect.bisect(self.order, (position, 2**62))
+
+    def merged(self, cut: int) -> list[ChatMessage]:
+        """The first `cut` rows as merged chat messages (a fresh list each call)."""
+        if cut < self._merged_rows:
+            self._merged, self._merged_rows = [], 0
+        start = self._merged_rows
+        new = zip(self.roles[start:cut], self.texts[start:cut], strict=True)
+        merge_turns(new, into=self._merged)
+        self._merged_rows = cut
+        return list(self._merged)
+
+    def trim(self, start: int) -> None:
+        cut = bisect.bisect_left(self.order, (start, 0))
+        self.tokens -= sum(row.tokens for row in self.rows[:cut])
+        del self.rows[:cut], self.order[:cut], self.roles[:cut], self.texts[:cut]
+        self._merged, self._merged_rows = [], 0
+        self.start = start
