@@ -122,7 +122,7 @@ async def test_chat_commands_and_model_failure_message(fake_mistral, tmp_path):
 )
 async def test_bad_configuration_is_one_line_and_exit_2(tmp_path, variable, value, accepts):
     env = cli_env(None, tmp_path, **{variable: value})
-    code, out, err = await teambot("chat", env=env, cwd=tmp_path)
+    code, _, err = await teambot("chat", env=env, cwd=tmp_path)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and variable in lines[0] and accepts in lines[0], err
@@ -169,3 +169,30 @@ async def test_usage_table_totals(fake_mistral, tmp_path):
     console_rows = [line for line in lines if " console " in line]
     assert len(console_rows) == 1 and console_rows[0].split()[3] == "2"
     assert lines[-1].startswith("total") and " 2 " in lines[-1]
+
+
+async def test_kill_9_mid_reply_loses_no_question(tmp_path):
+    async with FakeMistral(token_interval=0.02, default_tokens=200) as fake:
+        env = cli_env(fake, tmp_path)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "chat",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert process.stdin and process.stdout
+        process.stdin.write(b"the launch code is 4417\n")
+        await process.stdin.drain()
+        await asyncio.wait_for(process.stdout.read(5), 30)  # mid-stream now
+        process.kill()
+        await process.wait()
+        code, out, err = await teambot("chat", env=env, cwd=tmp_path, stdin="what was the code?\n")
+        assert code == 0, err
+        assert "the launch code is 4417" in str(fake.requests[-1]["messages"])
+        # No answer was stored for the killed turn, so both questions reach the model together.
+        assert out.startswith("echo: the launch code is 4417\n\nwhat was the code?")
