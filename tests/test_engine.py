@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from bot import tokens
 from bot.engine import CUT_BY_SHUTDOWN
@@ -350,3 +351,23 @@ async def test_shutdown_cuts_and_stores_in_flight_reply(make_engine):
         assert rows[-1].role == "assistant" and rows[-1].text == done.text != ""
         late = [e async for e in engine.reply(message("after shutdown"))]
         assert isinstance(final(late), ReplyFailed)
+
+
+async def test_engine_on_postgresql_keeps_context_across_restart(fake_mistral):
+    from bot.config import Settings
+    from bot.engine import Engine
+    from bot.mistral import MistralClient
+    from tests.test_store import drop_schema, open_backend
+
+    schema = f"e_{uuid.uuid4().hex[:12]}"
+    settings = Settings(mistral_api_key="k", mistral_base_url=fake_mistral.base_url)
+    try:
+        for text in ("the build server is named kestrel", "what is the build server called?"):
+            store = await open_backend("postgres", schema)
+            engine = Engine(settings, store, MistralClient("k", fake_mistral.base_url, "m"))
+            done = final(await collect(engine, message(text)))
+            assert isinstance(done, ReplyDone)
+            await engine.aclose()
+        assert "echo: the build server is named kestrel" in prompt_text(fake_mistral.requests[1])
+    finally:
+        await drop_schema(schema)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,17 +15,47 @@ import pytest_asyncio
 from bot.store import NewMessage, Store, UsageRecord
 from bot.store.sqlite import SQLiteStore
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
+# The machine's own PostgreSQL (trust auth); tests skip the backend where none runs.
+POSTGRES_URL = os.environ.get(
+    "TEAMBOT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
-async def open_backend(name: str, tmp_path: Path) -> Store:
-    assert name == "sqlite"
-    return await SQLiteStore.open(str(tmp_path / "store.db"))
+async def open_backend(name: str, place: str) -> Store:
+    """Open backend `name` at `place` (a SQLite path, or a PostgreSQL schema name)."""
+    if name == "sqlite":
+        return await SQLiteStore.open(place)
+    from bot.store.postgres import PostgresStore
+
+    try:
+        return await PostgresStore.open(POSTGRES_URL, schema=place)
+    except Exception as exc:  # no server here: say so rather than fail
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+
+
+async def drop_schema(schema: str) -> None:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest_asyncio.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend = await open_backend(request.param, tmp_path)
+async def place(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """(backend name, where its data lives), cleaned up after the test."""
+    if request.param == "sqlite":
+        yield "sqlite", str(tmp_path / "store.db")
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield "postgres", schema
+    with contextlib.suppress(Exception):
+        await drop_schema(schema)
+
+
+@pytest_asyncio.fixture
+async def store(place: tuple[str, str]) -> AsyncIterator[Store]:
+    backend = await open_backend(*place)
     yield backend
     await backend.aclose()
 
@@ -114,13 +147,13 @@ async def test_usage_totals_and_rows(store):
     assert [(r.user_id, r.totals.calls) for r in rows] == [("U1", 2)]
 
 
-async def test_data_survives_reopen(tmp_path):
-    first = await SQLiteStore.open(str(tmp_path / "s.db"))
+async def test_data_survives_reopen(place):
+    first = await open_backend(*place)
     await first.add_message(msg("c", "persisted", "1"))
     await first.set_setting("c", "reasoning", "on")
     assert await first.claim_event("event-1")
     await first.aclose()
-    second = await SQLiteStore.open(str(tmp_path / "s.db"))
+    second = await open_backend(*place)  # migrations run again and change nothing
     assert [r.text for r in await second.messages("c")] == ["persisted"]
     assert await second.settings("c") == {"reasoning": "on"}
     assert not await second.claim_event("event-1")  # de-duplication survives restarts

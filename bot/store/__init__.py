@@ -147,6 +147,13 @@ async def open_store(url: str) -> Store:
         from bot.store.sqlite import SQLiteStore
 
         return await SQLiteStore.open(url.removeprefix("sqlite:///"))
-    from bot.errors import ConfigError
+    try:
+        from bot.store.postgres import PostgresStore
+    except ImportError as exc:
+        from bot.errors import ConfigError
 
-    raise ConfigError("DATABASE_URL", "sqlite:///PATH (the PostgreSQL backend is not built yet)")
+        raise ConfigError(
+            "DATABASE_URL",
+            "postgresql:// needs the postgres extra: pip install 'teambot[postgres]'",
+        ) from exc
+    return await PostgresStore.open(url)

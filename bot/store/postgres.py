@@ -1,0 +1,356 @@
+"""The PostgreSQL backend, for running several bot processes on one database.
+
+psycopg 3 is natively async, so no worker thread is needed; a small connection pool
+serves every coroutine. The schema mirrors the SQLite one, and the same contract
+tests (tests/test_store.py) run against both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from bot.store import NewMessage, StoredMessage, UsageRecord, UsageRow, UsageTotals
+
+POSITION = "coalesce(reply_to, id)"
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "m001_initial",
+        f"""
+        CREATE TABLE conversations (
+            key TEXT PRIMARY KEY, created_at DOUBLE PRECISION, window_start BIGINT DEFAULT 0);
+        CREATE TABLE messages (
+            id BIGSERIAL PRIMARY KEY, conversation TEXT NOT NULL, platform_id TEXT,
+            role TEXT NOT NULL, author_id TEXT, author_name TEXT, text TEXT NOT NULL,
+            thinking TEXT, attachments TEXT, tokens INTEGER NOT NULL, reply_to BIGINT,
+            created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION);
+        CREATE UNIQUE INDEX idx_messages_platform ON messages(conversation, platform_id);
+        CREATE INDEX idx_messages_position ON messages(conversation, ({POSITION}), id);
+        CREATE INDEX idx_messages_id ON messages(conversation, id);
+        CREATE TABLE conversation_settings (
+            conversation TEXT, name TEXT, value TEXT, PRIMARY KEY (conversation, name));
+        CREATE TABLE usage (
+            id BIGSERIAL PRIMARY KEY, created_at DOUBLE PRECISION, platform TEXT,
+            conversation TEXT, user_id TEXT, model TEXT, prompt_tokens BIGINT,
+            completion_tokens BIGINT, cost_usd DOUBLE PRECISION, latency_ms DOUBLE PRECISION,
+            outcome TEXT);
+        CREATE INDEX idx_usage_time ON usage(created_at);
+        CREATE INDEX idx_usage_user ON usage(user_id, created_at);
+        CREATE INDEX idx_usage_conversation ON usage(conversation, created_at);
+        CREATE TABLE processed_events (key TEXT PRIMARY KEY, seen_at DOUBLE PRECISION);
+        CREATE INDEX idx_events_seen ON processed_events(seen_at);
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
+        """,
+    ),
+]
+EVENT_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _message(row: dict[str, Any]) -> StoredMessage:
+    return StoredMessage(
+        id=row["id"],
+        conversation=row["conversation"],
+        role=row["role"],
+        author_id=row["author_id"] or "",
+        author_name=row["author_name"] or "",
+        text=row["text"],
+        tokens=row["tokens"],
+        created_at=row["created_at"],
+        platform_id=row["platform_id"],
+        reply_to=row["reply_to"],
+        thinking=row["thinking"] or "",
+        attachments=tuple(json.loads(row["attachments"] or "[]")),
+    )
+
+
+class PostgresStore:
+    def __init__(self, pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]]) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, schema: str = "") -> PostgresStore:
+        """Connect, create `schema` if named (tests use one each), apply migrations."""
+
+        async def configure(conn: AsyncConnection[Any]) -> None:
+            if schema:
+                await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+                await conn.commit()
+
+        if schema:
+            async with await AsyncConnection.connect(url, autocommit=True) as conn:
+                await conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
+        pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=10,
+            open=False,
+            configure=configure,
+            kwargs={"row_factory": dict_row, "autocommit": True},
+        )
+        await pool.open(wait=True, timeout=10)
+        store = cls(pool)
+        await store._migrate()
+        return store
+
+    async def _migrate(self) -> None:
+        async with self.pool.connection() as conn, conn.transaction():
+            # One migrator at a time when several bot processes start together.
+            await conn.execute("SELECT pg_advisory_xact_lock(7415550001)")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS teambot_migrations "
+                "(name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION)"
+            )
+            done = {
+                r["name"]
+                for r in await (
+                    await conn.execute("SELECT name FROM teambot_migrations")
+                ).fetchall()
+            }
+            for name, statements in MIGRATIONS:
+                if name not in done:
+                    await conn.execute(statements)
+                    await conn.execute(
+                        "INSERT INTO teambot_migrations VALUES (%s, %s)", [name, time.time()]
+                    )
+
+    async def _all(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall()
+
+    async def _count(self, query: str, params: Sequence[Any] = ()) -> int:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(query, params)
+            return cursor.rowcount
+
+    # Messages
+
+    async def add_message(self, message: NewMessage) -> int | None:
+        now = message.created_at or time.time()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO conversations(key, created_at, window_start) VALUES (%s, %s, 0) "
+                "ON CONFLICT DO NOTHING",
+                [message.conversation, now],
+            )
+            cursor = await conn.execute(
+                "INSERT INTO messages(conversation, platform_id, role, author_id, author_name, "
+                "text, thinking, attachments, tokens, reply_to, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING id",
+                [
+                    message.conversation,
+                    message.platform_id,
+                    message.role,
+                    message.author_id,
+                    message.author_name,
+                    message.text,
+                    message.thinking,
+                    json.dumps(list(message.attachments)),
+                    message.tokens,
+                    message.reply_to,
+                    now,
+                ],
+            )
+            row = await cursor.fetchone()
+            return int(row["id"]) if row else None
+
+    async def find_message(self, conversation: str, platform_id: str) -> StoredMessage | None:
+        rows = await self._all(
+            "SELECT * FROM messages WHERE conversation = %s AND platform_id = %s",
+            [conversation, platform_id],
+        )
+        return _message(rows[0]) if rows else None
+
+    async def update_message(
+        self, conversation: str, platform_id: str, text: str, tokens: int
+    ) -> bool:
+        return (
+            await self._count(
+                "UPDATE messages SET text = %s, tokens = %s, updated_at = %s "
+                "WHERE conversation = %s AND platform_id = %s",
+                [text, tokens, time.time(), conversation, platform_id],
+            )
+            > 0
+        )
+
+    async def delete_message(self, conversation: str, platform_id: str) -> bool:
+        return (
+            await self._count(
+                "DELETE FROM messages WHERE conversation = %s AND platform_id = %s",
+                [conversation, platform_id],
+            )
+            > 0
+        )
+
+    async def messages(
+        self, conversation: str, *, from_id: int = 0, to_id: int | None = None
+    ) -> list[StoredMessage]:
+        rows = await self._all(
+            f"SELECT * FROM messages WHERE conversation = %s AND {POSITION} >= %s "
+            f"AND {POSITION} <= %s ORDER BY {POSITION}, id",
+            [conversation, from_id, to_id if to_id is not None else 2**62],
+        )
+        return [_message(row) for row in rows]
+
+    async def messages_since(self, conversation: str, after_id: int) -> list[StoredMessage]:
+        rows = await self._all(
+            "SELECT * FROM messages WHERE conversation = %s AND id > %s ORDER BY id",
+            [conversation, after_id],
+        )
+        return [_message(row) for row in rows]
+
+    async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
+        rows = await self._all(
+            f"SELECT * FROM messages WHERE conversation = %s "
+            f"ORDER BY {POSITION} DESC, id DESC LIMIT %s",
+            [conversation, limit],
+        )
+        return [_message(row) for row in reversed(rows)]
+
+    async def forget(self, conversation: str) -> int:
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "DELETE FROM messages WHERE conversation = %s", [conversation]
+            )
+            await conn.execute(
+                "UPDATE conversations SET window_start = 0 WHERE key = %s", [conversation]
+            )
+            return cursor.rowcount
+
+    async def window_start(self, conversation: str) -> int:
+        rows = await self._all(
+            "SELECT window_start FROM conversations WHERE key = %s", [conversation]
+        )
+        return int(rows[0]["window_start"] or 0) if rows else 0
+
+    async def set_window_start(self, conversation: str, message_id: int) -> None:
+        await self._count(
+            "INSERT INTO conversations(key, created_at, window_start) VALUES (%s, %s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET window_start = EXCLUDED.window_start",
+            [conversation, time.time(), message_id],
+        )
+
+    # Settings, events, meta
+
+    async def settings(self, conversation: str) -> dict[str, str]:
+        rows = await self._all(
+            "SELECT name, value FROM conversation_settings WHERE conversation = %s",
+            [conversation],
+        )
+        return {row["name"]: row["value"] for row in rows}
+
+    async def set_setting(self, conversation: str, name: str, value: str | None) -> None:
+        if value is None:
+            await self._count(
+                "DELETE FROM conversation_settings WHERE conversation = %s AND name = %s",
+                [conversation, name],
+            )
+            return
+        await self._count(
+            "INSERT INTO conversation_settings VALUES (%s, %s, %s) "
+            "ON CONFLICT (conversation, name) DO UPDATE SET value = EXCLUDED.value",
+            [conversation, name, value],
+        )
+
+    async def claim_event(self, event_key: str) -> bool:
+        now = time.time()
+        claimed = (
+            await self._count(
+                "INSERT INTO processed_events VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [event_key, now],
+            )
+            > 0
+        )
+        if claimed and hash(event_key) % 1000 == 0:
+            await self._count(
+                "DELETE FROM processed_events WHERE seen_at < %s", [now - EVENT_TTL_SECONDS]
+            )
+        return claimed
+
+    async def get_meta(self, name: str) -> str | None:
+        rows = await self._all("SELECT value FROM meta WHERE name = %s", [name])
+        return str(rows[0]["value"]) if rows else None
+
+    async def set_meta(self, name: str, value: str) -> None:
+        await self._count(
+            "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = %s",
+            [name, value, value],
+        )
+
+    # Usage
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        await self._count(
+            "INSERT INTO usage(created_at, platform, conversation, user_id, model, "
+            "prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                record.created_at or time.time(),
+                record.platform,
+                record.conversation,
+                record.user_id,
+                record.model,
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.cost_usd,
+                record.latency_ms,
+                record.outcome,
+            ],
+        )
+
+    async def usage_totals(
+        self,
+        *,
+        since: float | None = None,
+        user_id: str | None = None,
+        conversation: str | None = None,
+    ) -> UsageTotals:
+        where: list[str] = ["created_at >= %s"]
+        params: list[Any] = [since or 0.0]
+        if user_id is not None:
+            where.append("user_id = %s")
+            params.append(user_id)
+        if conversation is not None:
+            where.append("conversation = %s")
+            params.append(conversation)
+        row = (
+            await self._all(
+                "SELECT count(*) AS calls, coalesce(sum(prompt_tokens), 0) AS p, "
+                "coalesce(sum(completion_tokens), 0) AS c, coalesce(sum(cost_usd), 0) AS cost "
+                f"FROM usage WHERE {' AND '.join(where)}",
+                params,
+            )
+        )[0]
+        return UsageTotals(int(row["calls"]), int(row["p"]), int(row["c"]), float(row["cost"]))
+
+    async def usage_rows(self, *, since: float | None = None) -> Sequence[UsageRow]:
+        rows = await self._all(
+            "SELECT to_char(to_timestamp(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, "
+            "platform, user_id, count(*) AS calls, sum(prompt_tokens) AS p, "
+            "sum(completion_tokens) AS c, sum(cost_usd) AS cost FROM usage "
+            "WHERE created_at >= %s GROUP BY day, platform, user_id "
+            "ORDER BY day, platform, user_id",
+            [since or 0.0],
+        )
+        return [
+            UsageRow(
+                r["day"],
+                r["platform"],
+                r["user_id"],
+                UsageTotals(int(r["calls"]), int(r["p"]), int(r["c"]), float(r["cost"])),
+            )
+            for r in rows
+        ]
+
+    async def aclose(self) -> None:
+        await self.pool.close()
