@@ -35,7 +35,6 @@ from bot.types import (
     TextDelta,
     ThinkingDelta,
     Usage,
-    cost_usd,
 )
 from bot.window import Window
 
@@ -392,14 +391,17 @@ class Engine:
         emit: Callable[[ReplyEvent], None],
     ) -> None:
         key = str(message.key)
-        usage = outcome.usage or Usage(estimate if outcome.answer else 0, 0)
-        if outcome.cancelled:
-            state = "cut_off"
-        elif outcome.error:
-            state = type(outcome.error).__name__
-            log.warning("model call for %s failed: %s", key, outcome.error)
-        else:
-            state = "ok"
+        answer_tokens = await self._count(outcome.answer) if outcome.answer else 0
+        # Without the API's usage (a broken or cut stream), bill what was surely spent.
+        usage = outcome.usage or Usage(estimate if outcome.answer else 0, answer_tokens)
+        state = (
+            "cut_off"
+            if outcome.cancelled
+            else type(outcome.error).__name__
+            if outcome.error
+            else "ok"
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
         await self.store.record_usage(
             UsageRecord(
                 platform=message.key.platform,
@@ -408,10 +410,18 @@ class Engine:
                 model=self.model.model,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
-                cost_usd=cost_usd(usage.prompt_tokens, usage.completion_tokens),
-                latency_ms=(time.perf_counter() - started) * 1000,
+                cost_usd=usage.cost_usd,
+                latency_ms=elapsed_ms,
                 outcome=state,
             )
+        )
+        log.info(
+            "%s in %s: %d+%d tokens, %.0f ms",
+            state,
+            key,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            elapsed_ms,
         )
         if outcome.error and not outcome.answer:
             emit(ReplyFailed(outcome.error.user_message))
@@ -423,20 +433,15 @@ class Engine:
                 author_id="teambot",
                 author_name="teambot",
                 text=outcome.answer,
-                tokens=await self._count(outcome.answer),
+                tokens=answer_tokens,
                 reply_to=row.id,
                 thinking=outcome.thinking,
             )
         )
         if outcome.usage and not outcome.cancelled:
-            self.calibration.observe(estimate, outcome.usage.prompt_tokens)
-            self._calibrated_turns += 1
-            if self._calibrated_turns % CALIBRATION_SAVE_EVERY == 1:
-                await self.store.set_meta("calibration_ratio", f"{self.calibration.ratio:.4f}")
-        notice = ""
-        if outcome.cancelled:
-            notice = CUT_BY_SHUTDOWN
-        elif outcome.error:
+            await self._calibrate(estimate, outcome.usage.prompt_tokens)
+        notice = CUT_BY_SHUTDOWN if outcome.cancelled else ""
+        if outcome.error:
             notice = f"({outcome.error.user_message})"
         emit(
             ReplyDone(
@@ -448,11 +453,9 @@ class Engine:
                 show_thinking=settings.get("reasoning") == "show",
             )
         )
-        log.info(
-            "replied in %s: %d+%d tokens, %.0f ms, %s",
-            key,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            (time.perf_counter() - started) * 1000,
-            state,
-        )
+
+    async def _calibrate(self, estimate: int, reported: int) -> None:
+        self.calibration.observe(estimate, reported)
+        self._calibrated_turns += 1
+        if self._calibrated_turns % CALIBRATION_SAVE_EVERY == 1:
+            await self.store.set_meta("calibration_ratio", f"{self.calibration.ratio:.4f}")
