@@ -37,6 +37,8 @@ def render(message: StoredMessage, named: bool) -> str:
     ]
     if images:
         text += "".join(f"\n[image: {name}]" for name in images)
+    if not text.strip():
+        text = "(no text)"  # the API rejects empty content
     if named and message.role == "user":
         return f"[{message.author_name or message.author_id}]: {text}"
     return text

@@ -371,3 +371,9 @@ async def test_engine_on_postgresql_keeps_context_across_restart(fake_mistral):
         assert "echo: the build server is named kestrel" in prompt_text(fake_mistral.requests[1])
     finally:
         await drop_schema(schema)
+
+
+async def test_empty_mention_still_sends_valid_content(engine, fake_mistral):
+    done = final(await collect(engine, message("   ")))
+    assert isinstance(done, ReplyDone)
+    assert fake_mistral.requests[0]["messages"][-1]["content"].strip() != ""
