@@ -1,0 +1,78 @@
+"""The Web API calls replies make, paced through the shared budgets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.budget import Budgets
+from adapters.slack.render import markdown_message
+
+log = logging.getLogger("teambot.slack")
+
+
+def error_code(exc: SlackApiError) -> str:
+    try:
+        return str(exc.response.get("error", "")) or "unknown"
+    except AttributeError:
+        return "unknown"
+
+
+class SlackApi:
+    def __init__(self, client: AsyncWebClient, budgets: Budgets) -> None:
+        self.client = client
+        self.budgets = budgets
+
+    async def post(self, channel: str, thread_ts: str | None, markdown: str) -> str:
+        await self.budgets.channel(channel).take()
+        args: dict[str, Any] = markdown_message(markdown)
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        response = await self.client.chat_postMessage(channel=channel, unfurl_links=False, **args)
+        return str(response["ts"])
+
+    async def update(self, channel: str, ts: str, markdown: str, *, paid: bool = False) -> None:
+        """Replace a message's text; `paid` means the caller already took an update token."""
+        if not paid:
+            await self.budgets.update.take()
+        await self.client.chat_update(channel=channel, ts=ts, **markdown_message(markdown))
+
+    async def start_stream(
+        self, channel: str, thread_ts: str, markdown: str, user: str, team: str
+    ) -> str:
+        response = await self.client.chat_startStream(
+            channel=channel,
+            thread_ts=thread_ts,
+            markdown_text=markdown,
+            recipient_user_id=user,
+            recipient_team_id=team,
+        )
+        return str(response["ts"])
+
+    async def append_stream(self, channel: str, ts: str, markdown: str) -> None:
+        await self.client.chat_appendStream(channel=channel, ts=ts, markdown_text=markdown)
+
+    async def stop_stream(self, channel: str, ts: str, markdown: str) -> None:
+        await self.budgets.stream_edges.take()
+        extra: dict[str, Any] = {"markdown_text": markdown} if markdown else {}
+        await self.client.chat_stopStream(channel=channel, ts=ts, **extra)
+
+    async def set_status(self, channel: str, thread_ts: str, status: str) -> bool:
+        try:
+            await self.client.assistant_threads_setStatus(
+                channel_id=channel, thread_ts=thread_ts, status=status
+            )
+        except SlackApiError as exc:
+            log.info("status unavailable in %s: %s", channel, error_code(exc))
+            return False
+        return True
+
+    async def react(self, channel: str, ts: str, name: str, *, add: bool) -> None:
+        method = self.client.reactions_add if add else self.client.reactions_remove
+        try:
+            await method(channel=channel, timestamp=ts, name=name)
+        except SlackApiError as exc:
+            log.info("reaction %s failed in %s: %s", name, channel, error_code(exc))

@@ -1,0 +1,164 @@
+"""Message events: answer mentions, DMs and engaged threads; record the rest as context.
+
+Each user message is answered once however Slack delivers it: event ids are claimed
+durably, the (channel, ts) pair is checked here because a channel mention arrives as
+both `app_mention` and `message`, and the engine's `reply` is idempotent per message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from adapters.slack import render
+from adapters.slack.inbound import Incoming, attachments, file_meta, parse
+from adapters.slack.runtime import Runtime
+from bot.attachments import prepare
+from bot.types import ConversationKey, Message
+
+log = logging.getLogger("teambot.slack")
+
+SEEN_MAX = 20_000
+
+
+class Events:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    async def handle(self, body: dict[str, Any]) -> None:
+        event_id = str(body.get("event_id") or "")
+        if event_id and not await self.rt.engine.claim_event("slack", event_id):
+            return
+        event = body.get("event") or {}
+        subtype = event.get("subtype")
+        if subtype == "message_changed":
+            await self._edited(body, event)
+        elif subtype == "message_deleted":
+            await self._deleted(body, event)
+        else:
+            incoming = parse(body, self.rt.bot_user_id, self.rt.bot_id)
+            if incoming and self._first_sight(incoming):
+                await self._route(incoming)
+
+    def _first_sight(self, incoming: Incoming) -> bool:
+        key = (incoming.channel, incoming.ts)
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    async def _route(self, incoming: Incoming) -> None:
+        if incoming.is_dm and not incoming.from_bot:
+            await self._answer(incoming, incoming.key(), incoming.thread_ts or incoming.ts)
+        elif incoming.from_bot:
+            await self._record(incoming, incoming.context_key)
+        elif incoming.mentioned and not incoming.thread_ts:
+            thread = incoming.key(incoming.ts)
+            # Seed before recording the mention in the channel, so it isn't in the thread twice.
+            await self.rt.engage(incoming.key(), thread, seed=True)
+            await self._record(incoming, incoming.key())
+            await self._answer(incoming, thread, incoming.ts)
+        elif incoming.mentioned or await self._engaged(incoming.key(incoming.thread_ts)):
+            thread = incoming.key(incoming.thread_ts)
+            await self.rt.engage(incoming.key(), thread, seed=False)
+            await self._answer(incoming, thread, incoming.thread_ts)
+        else:
+            await self._record(incoming, incoming.context_key)
+
+    async def _engaged(self, key: ConversationKey) -> bool:
+        """Whether the bot has answered in this thread (also before a restart)."""
+        if key in self.rt.engaged:
+            return True
+        # The engine has no "has this conversation a reply" call yet; its store knows.
+        rows = await self.rt.engine.store.recent(str(key), 50)
+        if any(row.role == "assistant" for row in rows):
+            self.rt.engaged.add(key)
+            return True
+        return False
+
+    async def _text(self, incoming: Incoming) -> str:
+        users = render.mentioned_users(incoming.text)
+        names = await self.rt.names.many(u for u in users if u != self.rt.bot_user_id)
+        return render.incoming(incoming.text, names, self.rt.bot_user_id)
+
+    async def _record(self, incoming: Incoming, key: ConversationKey) -> None:
+        text = await self._text(incoming)
+        if not text and not incoming.files:
+            return
+        author = await self.rt.author(incoming.user)
+        names = ", ".join(str(f.get("name", "file")) for f in incoming.files)
+        if names:
+            text = f"{text}\n[attached: {names}]".strip()
+        message = Message(key, incoming.ts, author, text, attachments=file_meta(incoming.files))
+        await self.rt.engine.record(message)
+
+    async def _answer(self, incoming: Incoming, key: ConversationKey, thread_ts: str) -> None:
+        place = self.rt.place_for(incoming, thread_ts)
+        author = await self.rt.author(incoming.user)
+        text = await self._text(incoming)
+        prepared = await prepare(attachments(incoming.files, self.rt.download))
+        if prepared.notes:
+            await self.rt.say(place, "\n".join(f":warning: {note}" for note in prepared.notes))
+        message = Message(
+            key,
+            incoming.ts,
+            author,
+            text + prepared.text,
+            images=prepared.images,
+            attachments=prepared.meta,
+            is_group=not incoming.is_dm,
+        )
+        await self.rt.answer(message, place)
+
+    async def _edited(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        message = event.get("message") or {}
+        if message.get("bot_id") or message.get("user") == self.rt.bot_user_id:
+            return  # our own streaming edits echo back
+        incoming = parse(
+            {
+                **body,
+                "event": {
+                    **message,
+                    "channel": event.get("channel"),
+                    "channel_type": event.get("channel_type"),
+                },
+            },
+            self.rt.bot_user_id,
+            self.rt.bot_id,
+        )
+        if incoming is None:
+            return
+        text = await self._text(incoming)
+        for key in self._keys_of(incoming):
+            await self.rt.engine.edit(key, incoming.ts, text)
+
+    async def _deleted(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        ts = str(event.get("deleted_ts") or "")
+        previous = event.get("previous_message") or {}
+        incoming = Incoming(
+            team=str(body.get("team_id") or ""),
+            channel=str(event.get("channel") or ""),
+            ts=ts,
+            thread_ts=str(previous.get("thread_ts") or ""),
+            user="",
+            text="",
+            files=(),
+            is_dm=event.get("channel_type") == "im",
+            mentioned=False,
+            from_bot=False,
+        )
+        for key in self._keys_of(incoming):
+            await self.rt.engine.delete(key, ts)
+
+    @staticmethod
+    def _keys_of(incoming: Incoming) -> list[ConversationKey]:
+        """Every conversation a message may be stored in (a mention is in two)."""
+        if incoming.is_dm:
+            return [incoming.key()]
+        if incoming.thread_ts and incoming.thread_ts != incoming.ts:
+            return [incoming.key(incoming.thread_ts)]
+        return [incoming.key(), incoming.key(incoming.ts)]

@@ -1,0 +1,87 @@
+"""What the Slack listeners share: the engine, the Web API, names, identity, downloads."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.api import SlackApi
+from adapters.slack.inbound import Incoming
+from adapters.slack.people import Names
+from adapters.slack.writer import FAILED, Place, ReplyWriter
+from bot.engine import Engine
+from bot.types import Author, ConversationKey, Message
+
+log = logging.getLogger("teambot.slack")
+
+
+class DownloadError(Exception):
+    pass
+
+
+@dataclass
+class Runtime:
+    engine: Engine
+    client: AsyncWebClient
+    api: SlackApi
+    names: Names
+    bot_token: str
+    bot_user_id: str = ""
+    bot_id: str = ""
+    session: aiohttp.ClientSession | None = None
+    engaged: set[ConversationKey] = field(default_factory=set)
+
+    async def download(self, url: str) -> bytes:
+        """A private file, with the bot token (without it Slack serves a login page)."""
+        if self.session is None or not url:
+            raise DownloadError("no download URL")
+        headers = {"Authorization": f"Bearer {self.bot_token}"}
+        async with self.session.get(url, headers=headers) as response:
+            if response.status != 200:
+                raise DownloadError(f"HTTP {response.status}")
+            return await response.read()
+
+    async def engage(self, channel: ConversationKey, thread: ConversationKey, seed: bool) -> None:
+        """Make a thread a conversation: channel context first, channel settings as defaults.
+
+        Slash commands cannot run inside threads, so `/reasoning` and `/system` typed in
+        the channel are what new threads there start with.
+        """
+        if thread in self.engaged:
+            return
+        self.engaged.add(thread)
+        if seed:
+            await self.engine.seed(channel, thread)
+        if not await self.engine.conversation_settings(thread):
+            for name, value in (await self.engine.conversation_settings(channel)).items():
+                await self.engine.set_setting(thread, name, value)
+
+    async def author(self, user: str) -> Author:
+        return Author(user, await self.names.get(user))
+
+    async def answer(self, message: Message, place: Place) -> None:
+        """Stream the engine's reply to `message` into `place`; never raises."""
+        try:
+            await ReplyWriter(self.api, place).run(self.engine.reply(message))
+        except Exception:
+            log.exception("answering %s in %s failed", message.id, place.channel)
+            await self.say(place, FAILED)
+
+    async def say(self, place: Place, text: str) -> None:
+        try:
+            await self.api.post(place.channel, place.thread_ts, text)
+        except Exception as exc:  # the last resort must not raise
+            log.warning("could not post to %s: %s", place.channel, exc)
+
+    def place_for(self, incoming: Incoming, thread_ts: str) -> Place:
+        return Place(
+            channel=incoming.channel,
+            thread_ts=thread_ts,
+            user_ts=incoming.ts,
+            user=incoming.user,
+            team=incoming.team,
+            native=incoming.is_dm,
+        )

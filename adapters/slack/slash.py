@@ -1,0 +1,81 @@
+"""Slash commands mapped onto the engine's commands; /ask starts a thread and answers.
+
+Slack wants the acknowledgement within 3 seconds, so the listener acks first and the
+work (which may touch the database or the model) replies through `response_url`.
+Slack does not allow slash commands inside threads, so they act on the channel (or
+the DM) they were typed in.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.errors import SlackApiError
+
+from adapters.slack.api import error_code
+from adapters.slack.render import markdown_message
+from adapters.slack.runtime import Runtime
+from adapters.slack.writer import Place
+from bot.types import ConversationKey, Message
+
+log = logging.getLogger("teambot.slack")
+
+COMMANDS = ("/ask", "/reset", "/reasoning", "/system", "/usage", "/help")
+ALWAYS_PRIVATE = frozenset({"usage", "help"})
+
+
+class Slash:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def handle(self, command: dict[str, Any], respond: AsyncRespond) -> None:
+        name = str(command.get("command", "")).lstrip("/")
+        text = str(command.get("text") or "").strip()
+        channel = str(command.get("channel_id") or "")
+        is_dm = channel.startswith("D") or command.get("channel_name") == "directmessage"
+        key = ConversationKey("slack", str(command.get("team_id") or ""), channel)
+        try:
+            if name == "ask":
+                await self._ask(command, key, text, is_dm, respond)
+                return
+            author = await self.rt.author(str(command.get("user_id") or ""))
+            result = await self.rt.engine.command(key, author, name, text, is_group=not is_dm)
+            private = result.private or name in ALWAYS_PRIVATE
+            await self._respond(respond, result.text, private)
+        except Exception:
+            log.exception("/%s failed in %s", name, channel)
+            await self._respond(respond, "Sorry, that command failed; the details are in the log.")
+
+    async def _respond(self, respond: AsyncRespond, text: str, private: bool = True) -> None:
+        kind = "ephemeral" if private else "in_channel"
+        await respond(response_type=kind, **markdown_message(text))
+
+    async def _ask(
+        self,
+        command: dict[str, Any],
+        channel_key: ConversationKey,
+        question: str,
+        is_dm: bool,
+        respond: AsyncRespond,
+    ) -> None:
+        if not question:
+            await self._respond(respond, "Usage: `/ask <your question>`")
+            return
+        author = await self.rt.author(str(command.get("user_id") or ""))
+        try:
+            ts = await self.rt.api.post(
+                channel_key.channel, None, f"**{author.name}** asked: {question}"
+            )
+        except SlackApiError as exc:
+            log.info("/ask could not post in %s: %s", channel_key.channel, error_code(exc))
+            await self._respond(respond, "I can't post here; invite me to the channel first.")
+            return
+        key = channel_key
+        if not is_dm:
+            key = ConversationKey("slack", channel_key.space, channel_key.channel, ts)
+            await self.rt.engage(channel_key, key, seed=True)
+        place = Place(channel_key.channel, ts, ts, author.id, channel_key.space, native=is_dm)
+        message = Message(key, ts, author, question, is_group=not is_dm)
+        await self.rt.answer(message, place)

@@ -1,0 +1,255 @@
+"""The Web API methods of the fake Slack: chat, streaming, reactions, status, users.
+
+Each handler takes the parsed arguments and returns Slack's JSON body. Errors are
+`ApiError(code)`, which the server turns into `{"ok": false, "error": code}` like Slack.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from tests.fakes.slack.records import Posted, visible_text
+
+if TYPE_CHECKING:
+    from tests.fakes.slack.server import FakeSlack
+
+MARKDOWN_BLOCKS_MAX = 12_000
+
+
+class ApiError(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+Handler = Callable[["FakeSlack", dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _require(args: dict[str, Any], *names: str) -> None:
+    for name in names:
+        if not args.get(name):
+            raise ApiError(f"missing_argument:{name}" if name != "channel" else "channel_not_found")
+
+
+def _content(args: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    blocks = args.get("blocks") or []
+    if isinstance(blocks, str):
+        import json
+
+        blocks = json.loads(blocks)
+    text = str(args.get("markdown_text") or args.get("text") or "")
+    if not text and not blocks:
+        raise ApiError("no_text")
+    markdown = sum(len(str(b.get("text", ""))) for b in blocks if b.get("type") == "markdown")
+    if markdown > MARKDOWN_BLOCKS_MAX or len(blocks) > 50:
+        raise ApiError("invalid_blocks")
+    return text, blocks
+
+
+def _check_length(fake: FakeSlack, text: str, blocks: list[dict[str, Any]], limit: int) -> None:
+    if max(len(text), len(visible_text(text, blocks))) > limit:
+        raise ApiError("msg_too_long")
+
+
+def _stream_text(args: dict[str, Any]) -> str:
+    parts = [str(args.get("markdown_text") or "")]
+    for chunk in args.get("chunks") or []:
+        if isinstance(chunk, dict) and chunk.get("type") == "markdown_text":
+            parts.append(str(chunk.get("text", "")))
+    return "".join(parts)
+
+
+async def auth_test(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "url": "https://fake.slack.test/",
+        "team": "Fake Team",
+        "user": "teambot",
+        "team_id": fake.team_id,
+        "user_id": fake.bot_user_id,
+        "bot_id": fake.bot_id,
+        "is_enterprise_install": False,
+    }
+
+
+async def post_message(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    _require(args, "channel")
+    channel = fake.channel(str(args["channel"]))
+    text, blocks = _content(args)
+    _check_length(fake, text, blocks, fake.max_post_chars)
+    thread_ts = args.get("thread_ts") or None
+    if thread_ts and (channel, thread_ts) not in fake.messages:
+        raise ApiError("thread_not_found")
+    posted = fake.add_bot_message(channel, text, blocks, thread_ts)
+    return {"ok": True, "channel": channel, "ts": posted.ts, "message": fake.message_json(posted)}
+
+
+def _own(fake: FakeSlack, args: dict[str, Any]) -> Posted:
+    _require(args, "channel", "ts")
+    found = fake.messages.get((str(args["channel"]), str(args["ts"])))
+    if found is None or found.deleted:
+        raise ApiError("message_not_found")
+    if not found.is_bot:
+        raise ApiError("cant_update_message")
+    return found
+
+
+async def update(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    posted = _own(fake, args)
+    text, blocks = _content(args)
+    _check_length(fake, text, blocks, fake.max_update_chars)
+    posted.text, posted.blocks, posted.streaming = text, blocks, False
+    posted.updates.append((time.monotonic(), posted.visible))
+    fake.check_pings(posted.visible, posted.text)
+    fake.echo_changed(posted)
+    return {"ok": True, "channel": posted.channel, "ts": posted.ts, "text": text}
+
+
+async def delete(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    posted = _own(fake, args)
+    posted.deleted = True
+    return {"ok": True, "channel": posted.channel, "ts": posted.ts}
+
+
+async def post_ephemeral(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    _require(args, "channel", "user")
+    text, blocks = _content(args)
+    fake.ephemerals.append({"channel": args["channel"], "user": args["user"], "text": text})
+    fake.check_pings(visible_text(text, blocks), text)
+    return {"ok": True, "message_ts": fake.new_ts()}
+
+
+async def reaction(fake: FakeSlack, args: dict[str, Any], added: bool) -> dict[str, Any]:
+    _require(args, "channel", "timestamp", "name")
+    key = (str(args["channel"]), str(args["timestamp"]))
+    if key not in fake.messages:
+        raise ApiError("message_not_found")
+    names = fake.reactions.setdefault(key, set())
+    if added and args["name"] in names:
+        raise ApiError("already_reacted")
+    if not added and args["name"] not in names:
+        raise ApiError("no_reaction")
+    (names.add if added else names.discard)(str(args["name"]))
+    fake.reaction_log.append((time.monotonic(), key, str(args["name"]), added))
+    return {"ok": True}
+
+
+async def reactions_add(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    return await reaction(fake, args, True)
+
+
+async def reactions_remove(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    return await reaction(fake, args, False)
+
+
+async def set_status(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    if not fake.status_enabled:
+        raise ApiError("missing_scope")
+    _require(args, "channel_id", "thread_ts")
+    key = (str(args["channel_id"]), str(args["thread_ts"]))
+    if key not in fake.messages:
+        raise ApiError("invalid_thread_ts")
+    fake.statuses.append((time.monotonic(), key, str(args.get("status", ""))))
+    fake.status[key] = str(args.get("status", ""))
+    return {"ok": True}
+
+
+async def start_stream(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    if not fake.streaming_enabled:
+        raise ApiError("feature_not_enabled")
+    _require(args, "channel", "thread_ts")
+    channel = fake.channel(str(args["channel"]))
+    if (channel, args["thread_ts"]) not in fake.messages:
+        raise ApiError("invalid_thread_ts")
+    if fake.channels[channel] != "im" and not (
+        args.get("recipient_user_id") and args.get("recipient_team_id")
+    ):
+        raise ApiError("missing_recipient_user_id")
+    text = _stream_text(args)
+    posted = fake.add_bot_message(channel, text, [], str(args["thread_ts"]))
+    posted.streaming = posted.streamed = True
+    return {"ok": True, "channel": channel, "ts": posted.ts}
+
+
+def _streaming(fake: FakeSlack, args: dict[str, Any]) -> Posted:
+    posted = _own(fake, args)
+    if not posted.streaming or fake.expire_streams:
+        raise ApiError("message_not_in_streaming_state")
+    return posted
+
+
+async def append_stream(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    posted = _streaming(fake, args)
+    posted.text += _stream_text(args)
+    posted.updates.append((time.monotonic(), posted.visible))
+    fake.check_pings(posted.visible, posted.text)
+    return {"ok": True, "channel": posted.channel, "ts": posted.ts}
+
+
+async def stop_stream(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    posted = _streaming(fake, args)
+    extra = _stream_text(args)
+    posted.streaming = False
+    if extra:
+        posted.text += extra
+        posted.updates.append((time.monotonic(), posted.visible))
+        fake.check_pings(posted.visible, posted.text)
+    return {"ok": True, "channel": posted.channel, "ts": posted.ts}
+
+
+async def users_info(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    user = str(args.get("user", ""))
+    if user not in fake.users:
+        raise ApiError("user_not_found")
+    name = fake.users[user]
+    profile = {"display_name": name, "real_name": f"{name} Example"}
+    return {
+        "ok": True,
+        "user": {
+            "id": user,
+            "name": name.lower(),
+            "real_name": profile["real_name"],
+            "profile": profile,
+            "is_bot": False,
+        },
+    }
+
+
+async def conversations_info(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    channel = fake.channel(str(args.get("channel", "")))
+    kind = fake.channels[channel]
+    return {
+        "ok": True,
+        "channel": {
+            "id": channel,
+            "name": channel.lower(),
+            "is_im": kind == "im",
+            "is_channel": kind == "channel",
+            "is_private": kind != "channel",
+        },
+    }
+
+
+async def connections_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    fake.ticket += 1
+    return {"ok": True, "url": f"{fake.ws_url}?ticket={fake.ticket}"}
+
+
+METHODS: dict[str, Handler] = {
+    "auth.test": auth_test,
+    "chat.postMessage": post_message,
+    "chat.update": update,
+    "chat.delete": delete,
+    "chat.postEphemeral": post_ephemeral,
+    "reactions.add": reactions_add,
+    "reactions.remove": reactions_remove,
+    "assistant.threads.setStatus": set_status,
+    "chat.startStream": start_stream,
+    "chat.appendStream": append_stream,
+    "chat.stopStream": stop_stream,
+    "users.info": users_info,
+    "conversations.info": conversations_info,
+    "apps.connections.open": connections_open,
+}
