@@ -1,0 +1,85 @@
+"""DiscordAdapter: runs the client, falling back when the message content intent is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import discord
+import yarl
+
+from adapters.discord.client import TeambotClient
+from adapters.discord.streaming import Pacer
+from bot.config import DiscordSettings
+from bot.engine import Engine
+
+log = logging.getLogger(__name__)
+
+INTENT_HELP = (
+    "Discord refused the privileged Message Content intent. To let the bot read channel "
+    "messages as context, open https://discord.com/developers/applications, pick this "
+    "application, go to Bot > Privileged Gateway Intents and turn on 'Message Content Intent'. "
+    "Continuing without it: the bot still answers @mentions, replies to it and DMs."
+)
+LAND_TIMEOUT_S = 1.5
+
+
+def use_endpoints(settings: DiscordSettings) -> None:
+    """Point discord.py at the configured REST base and gateway (proxies, or a test fake).
+
+    discord.py reads both from class attributes, so this is process-wide.
+    """
+    discord.http.Route.BASE = settings.api_base_url.rstrip("/")
+    if settings.gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+class DiscordAdapter:
+    def __init__(self, engine: Engine, settings: DiscordSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.pacer = Pacer()
+        self.client: TeambotClient | None = None
+        self._closing = False
+        self._ready = asyncio.Event()
+
+    async def run(self) -> None:
+        """Connect and serve until `close()`."""
+        use_endpoints(self.settings)
+        message_content = True
+        while not self._closing:
+            client = self.client = TeambotClient(
+                self.engine, self.settings, self.pacer, message_content=message_content
+            )
+            client.on_connected = self._ready.set
+            try:
+                await client.start(self.settings.bot_token)
+                return
+            except discord.PrivilegedIntentsRequired:
+                if not message_content:
+                    raise
+                log.warning(INTENT_HELP)
+                message_content = False
+                await client.close()
+            except discord.LoginFailure:
+                log.error("Discord rejected DISCORD_BOT_TOKEN; check it in the Developer Portal")
+                await client.close()
+                raise
+
+    async def wait_ready(self) -> None:
+        """Until the client has received READY (tests and benchmarks wait on this)."""
+        await self._ready.wait()
+
+    @property
+    def reads_content(self) -> bool:
+        return self.client is not None and self.client.reads_content
+
+    async def close(self) -> None:
+        self._closing = True
+        # Give replies the engine just finished a moment to land their final edits.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.pacer.drain(), LAND_TIMEOUT_S)
+        await self.pacer.close()
+        if self.client is not None:
+            await self.client.close()

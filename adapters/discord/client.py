@@ -1,0 +1,114 @@
+"""The discord.py client: gateway events → engine calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from adapters.discord.commands import install
+from adapters.discord.convert import PLATFORM, addressed_to_bot, clean_text, key_for, to_message
+from adapters.discord.replying import answer
+from adapters.discord.streaming import Pacer
+from adapters.discord.sync import sync_if_changed
+from adapters.discord.targets import NO_MENTIONS, ChannelTarget
+from bot.config import DiscordSettings
+from bot.engine import Engine
+from bot.types import ConversationKey
+
+log = logging.getLogger(__name__)
+
+CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+
+
+def intents(message_content: bool) -> discord.Intents:
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = message_content
+    return wanted
+
+
+class TeambotClient(discord.Client):
+    def __init__(
+        self, engine: Engine, settings: DiscordSettings, pacer: Pacer, *, message_content: bool
+    ) -> None:
+        super().__init__(intents=intents(message_content), allowed_mentions=NO_MENTIONS)
+        self.engine = engine
+        self.settings = settings
+        self.pacer = pacer
+        self.reads_content = message_content
+        self.tree: app_commands.CommandTree[TeambotClient] = app_commands.CommandTree(self)
+        install(self.tree, engine, pacer)
+        self.ready = asyncio.Event()
+        self.on_connected: Callable[[], None] = lambda: None
+
+    async def setup_hook(self) -> None:
+        # Runs once per login, not per reconnect (unlike on_ready).
+        assert self.application_id is not None
+        try:
+            await sync_if_changed(
+                self.tree, self.engine, self.application_id, self.settings.guild_ids
+            )
+        except discord.HTTPException as exc:
+            log.warning("slash command sync failed (HTTP %s): %s", exc.status, exc.text)
+
+    async def on_ready(self) -> None:
+        log.info(
+            "connected to Discord as %s in %d servers%s",
+            self.user,
+            len(self.guilds),
+            "" if self.reads_content else " (without the message content intent)",
+        )
+        self.ready.set()
+        self.on_connected()
+
+    def _bot_id(self) -> int:
+        assert self.user is not None
+        return self.user.id
+
+    async def on_message(self, message: discord.Message) -> None:
+        if self.user is None or message.author.id == self.user.id:
+            return
+        if message.type not in CHAT_TYPES:
+            return
+        if not message.author.bot and addressed_to_bot(message, self.user.id):
+            msg, prepared = await to_message(message, self.user.id)
+            target = ChannelTarget(message.channel, message.channel.id, message)
+            await answer(self.engine, self.pacer, target, msg, prepared.notes)
+        elif message.guild is not None and self.reads_content:
+            msg, _ = await to_message(message, self.user.id, fetch_files=False)
+            if msg.text:
+                await self.engine.record(msg)
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        data: dict[str, Any] = dict(payload.data)
+        author_id = str(data.get("author", {}).get("id"))
+        if "content" not in data or author_id == str(self._bot_id()):
+            return
+        # Without the intent, edits of ordinary messages arrive blank; never store blanks.
+        if not data["content"] and not self.reads_content:
+            return
+        key = await self._key(payload.channel_id, payload.guild_id)
+        text = clean_text(payload.message, self._bot_id())
+        await self.engine.edit(key, str(payload.message_id), text)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        key = await self._key(payload.channel_id, payload.guild_id)
+        await self.engine.delete(key, str(payload.message_id))
+
+    async def _key(self, channel_id: int, guild_id: int | None) -> ConversationKey:
+        if guild_id is None:
+            return ConversationKey(PLATFORM, "", str(channel_id))
+        channel: Any = self.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.fetch_channel(channel_id)
+            except discord.HTTPException:
+                return ConversationKey(PLATFORM, str(guild_id), str(channel_id))
+        return key_for(channel, guild_id)

@@ -1,0 +1,83 @@
+"""Discord objects → the engine's platform-neutral values."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import discord
+
+from bot.attachments import Attachment, Prepared, prepare
+from bot.types import Author, ConversationKey, Message
+
+PLATFORM = "discord"
+_MENTION = re.compile(r"<@!?(\d+)>")
+
+
+def key_for(channel: object, guild_id: int | None) -> ConversationKey:
+    """A thread is its own conversation (under its parent channel); a DM has no space."""
+    if guild_id is None:
+        return ConversationKey(PLATFORM, "", str(getattr(channel, "id", "")))
+    if isinstance(channel, discord.Thread):
+        return ConversationKey(PLATFORM, str(guild_id), str(channel.parent_id), str(channel.id))
+    return ConversationKey(PLATFORM, str(guild_id), str(getattr(channel, "id", "")))
+
+
+def author_of(user: discord.abc.User) -> Author:
+    return Author(str(user.id), user.display_name, user.bot)
+
+
+def clean_text(message: discord.Message, bot_id: int) -> str:
+    """The words without the bot's own mention; other user mentions become readable names."""
+    names = {str(u.id): u.display_name for u in message.mentions}
+
+    def swap(match: re.Match[str]) -> str:
+        uid = match.group(1)
+        if uid == str(bot_id):
+            return ""
+        return f"@{names[uid]}" if uid in names else match.group(0)
+
+    return re.sub(r"[ \t]{2,}", " ", _MENTION.sub(swap, message.content)).strip()
+
+
+def addressed_to_bot(message: discord.Message, bot_id: int) -> bool:
+    """DMs always; in guilds an @mention of the bot or a reply to one of its messages."""
+    if message.guild is None:
+        return True
+    if any(user.id == bot_id for user in message.mentions):
+        return True
+    ref = message.reference
+    resolved = ref.resolved if ref is not None else None
+    return isinstance(resolved, discord.Message) and resolved.author.id == bot_id
+
+
+def describe(attachments: Sequence[discord.Attachment]) -> list[Attachment]:
+    return [
+        Attachment(
+            name=a.filename,
+            mime=a.content_type or "application/octet-stream",
+            size=a.size,
+            fetch=a.read,
+        )
+        for a in attachments
+    ]
+
+
+async def to_message(
+    message: discord.Message, bot_id: int, *, fetch_files: bool = True
+) -> tuple[Message, Prepared]:
+    """Build the engine's Message; attachments are downloaded only when `fetch_files`."""
+    prepared = await prepare(describe(message.attachments)) if fetch_files else Prepared()
+    text = clean_text(message, bot_id) + prepared.text
+    return (
+        Message(
+            key=key_for(message.channel, message.guild.id if message.guild else None),
+            id=str(message.id),
+            author=author_of(message.author),
+            text=text,
+            images=prepared.images,
+            attachments=prepared.meta,
+            is_group=message.guild is not None,
+        ),
+        prepared,
+    )

@@ -1,0 +1,306 @@
+"""Streaming replies by editing messages, sharing each channel's rate budget across replies.
+
+One `Pacer` per adapter owns every bucket. Replies mark themselves dirty as text arrives;
+the pacer grants requests by priority (final text, first text, overflow, growth) whenever
+both the channel's bucket and the global bucket allow, so the final edit goes out the
+moment it can, growth edits spread over what the bucket sustains, and nothing earns a 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import discord
+
+from adapters.discord.pacing import Limiter
+from bot.text import split_markdown
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2000
+CHANNEL_LIMIT = (5, 5.0)  # sends + edits per channel (shared)
+WEBHOOK_LIMIT = (5, 5.0)  # follow-up sends + edits per interaction token
+GLOBAL_LIMIT = (48, 1.0)  # Discord allows 50/s; leave room for the library's own calls
+TYPING_EVERY_S = 8.0  # a typing indicator lasts about 10 s
+
+
+class Priority(enum.IntEnum):
+    FINAL = 0
+    FIRST = 1
+    OVERFLOW = 2
+    GROW = 3
+
+
+@dataclass(frozen=True)
+class Attachment:
+    name: str
+    data: bytes
+
+
+class Target(Protocol):
+    """Where a reply's messages go: a channel, or an interaction's follow-ups."""
+
+    bucket: str
+    counts_global: bool
+    typing: Callable[[], Awaitable[None]] | None
+
+    async def send(self, content: str, previous: Any, files: list[Attachment]) -> Any: ...
+
+    async def edit(self, handle: Any, content: str, files: list[Attachment]) -> Any: ...
+
+
+def render(text: str) -> list[str]:
+    chunks = split_markdown(text, MESSAGE_LIMIT) if text else []
+    return [c for c in chunks if c.strip()] or ([text[:MESSAGE_LIMIT]] if text.strip() else [])
+
+
+class ReplyStream:
+    """One answer on its way to users: what it should show and what they already see."""
+
+    def __init__(self, pacer: Pacer, target: Target, prefix: str = "") -> None:
+        self._pacer = pacer
+        self.target = target
+        self.prefix = prefix
+        self.text = ""
+        self.final = False
+        self.files: list[Attachment] = []
+        self.handles: list[Any] = []
+        self.shown: list[str] = []
+        self.files_sent = False
+        self.version = 0
+        self.dirty = bool(prefix)
+        self.since = 0.0
+        self.inflight = False
+        self.requests = 0
+        self.closed = asyncio.Event()
+
+    @property
+    def display(self) -> str:
+        return self.prefix + self.text
+
+    def append(self, text: str) -> None:
+        if text:
+            self.text += text
+            self._changed()
+
+    def finish(self, text: str, files: list[Attachment] | None = None) -> None:
+        """The complete text; it replaces whatever was streamed."""
+        self.text = text
+        self.files = list(files or [])
+        self.final = True
+        self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        if not self.dirty:
+            self.dirty = True
+            self.since = self._pacer.now()
+        self._pacer.kick()
+
+    def priority(self) -> Priority | None:
+        if self.inflight or not self.dirty or self.closed.is_set():
+            return None
+        if self.final:
+            return Priority.FINAL
+        if not self.handles:
+            return Priority.FIRST if self.display.strip() else None
+        if len(self.display) > MESSAGE_LIMIT * len(self.handles):
+            return Priority.OVERFLOW
+        return Priority.GROW
+
+    def _next(self, chunks: list[str]) -> int | None:
+        """The part to write next: while streaming a new part first, else the first stale one."""
+        if not self.final and len(chunks) > len(self.handles):
+            return len(self.handles)
+        for i, chunk in enumerate(chunks):
+            if i >= len(self.handles) or chunk != self.shown[i]:
+                return i
+        if self.files and not self.files_sent and chunks:
+            return len(chunks) - 1
+        return None
+
+    async def step(self) -> None:
+        """Make one request that brings what users see closer to `display`."""
+        version = self.version
+        chunks = render(self.display)
+        index = self._next(chunks)
+        if index is not None:
+            await self._write(index, chunks)
+        if version == self.version and self._next(chunks) is None:
+            self.dirty = False
+            if self.final:
+                self.closed.set()
+
+    async def _write(self, i: int, chunks: list[str]) -> None:
+        self.requests += 1
+        last = self.final and i == len(chunks) - 1
+        files = self.files if last and not self.files_sent else []
+        if i >= len(self.handles):
+            previous = self.handles[-1] if self.handles else None
+            self.handles.append(await self.target.send(chunks[i], previous, files))
+            self.shown.append(chunks[i])
+        else:
+            edited = await self.target.edit(self.handles[i], chunks[i], files)
+            self.handles[i] = edited if edited is not None else self.handles[i]
+            self.shown[i] = chunks[i]
+        self.files_sent = self.files_sent or bool(files)
+
+    def abandon(self) -> None:
+        self.closed.set()
+
+    async def wait(self) -> None:
+        await self.closed.wait()
+
+
+class Pacer:
+    def __init__(self) -> None:
+        self._streams: set[ReplyStream] = set()
+        self._buckets: dict[str, Limiter] = {}
+        self._typing: dict[str, float] = {}
+        self._global = Limiter(*GLOBAL_LIMIT)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def open(self, target: Target, prefix: str = "") -> ReplyStream:
+        stream = ReplyStream(self, target, prefix)
+        self._streams.add(stream)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="discord-pacer")
+        self.kick()
+        return stream
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def idle(self) -> bool:
+        """No reply is still streaming or landing."""
+        return all(s.closed.is_set() and not s.inflight for s in self._streams)
+
+    async def drain(self) -> None:
+        """Until every finished reply has landed its final text."""
+        landing = [s.closed.wait() for s in self._streams if s.final]
+        await asyncio.gather(*landing)
+
+    async def close(self) -> None:
+        for stream in list(self._streams):
+            stream.abandon()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for job in list(self._jobs):
+            job.cancel()
+
+    def _bucket(self, key: str) -> Limiter:
+        found = self._buckets.get(key)
+        if found is None:
+            limit = WEBHOOK_LIMIT if key.startswith("webhook:") else CHANNEL_LIMIT
+            found = self._buckets[key] = Limiter(*limit)
+        return found
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            delay = self._grant(self.now())
+            if delay is None and not self._streams:
+                delay = 60.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    def _grant(self, now: float) -> float | None:
+        """Start every request the buckets allow now; return how long until the next one may."""
+        waiting: list[tuple[Priority, float, ReplyStream]] = []
+        for stream in list(self._streams):
+            if stream.closed.is_set() and not stream.inflight:
+                self._streams.discard(stream)
+                continue
+            prio = stream.priority()
+            if prio is not None:
+                waiting.append((prio, stream.since, stream))
+        wake: float | None = None
+        for stream in self._streams:
+            if not stream.handles and not stream.inflight and not stream.dirty:
+                again = self._maybe_type(stream, now)
+                if again is not None:
+                    wake = again if wake is None else min(wake, again)
+        waiting.sort(key=lambda item: (item[0], item[1]))
+        for prio, _, stream in waiting:
+            at = self._allowed_at(stream, prio, now)
+            if at <= now:
+                self._start(stream, now)
+            else:
+                wake = at if wake is None else min(wake, at)
+        return None if wake is None else max(0.0, wake - now)
+
+    def _allowed_at(self, stream: ReplyStream, prio: Priority, now: float) -> float:
+        bucket = self._bucket(stream.target.bucket)
+        if prio >= Priority.OVERFLOW:
+            # Keep one request in hand so a finished reply lands at once, and spread growth
+            # at the rate the bucket sustains.
+            at = max(bucket.free_at(now, keep=1), bucket.last() + bucket.interval)
+        else:
+            at = bucket.free_at(now)
+        if stream.target.counts_global:
+            at = max(at, self._global.free_at(now, keep=0 if prio <= Priority.FIRST else 2))
+        return at
+
+    def _start(self, stream: ReplyStream, now: float) -> None:
+        self._bucket(stream.target.bucket).spend(now)
+        if stream.target.counts_global:
+            self._global.spend(now)
+        stream.inflight = True
+        self._spawn(self._perform(stream))
+
+    def _maybe_type(self, stream: ReplyStream, now: float) -> float | None:
+        """Show "typing…" while a reply waits for its first text; returns when to renew it."""
+        target = stream.target
+        if target.typing is None or stream.closed.is_set():
+            return None
+        due = self._typing.get(target.bucket, float("-inf")) + TYPING_EVERY_S
+        if now < due:
+            return due
+        # Typing is a courtesy: only when the global budget is far from exhausted.
+        if self._global.available(now) < self._global.limit // 2:
+            return None
+        self._typing[target.bucket] = now
+        self._global.spend(now)
+        self._spawn(self._type(target.typing))
+        return now + TYPING_EVERY_S
+
+    async def _type(self, typing: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await typing()
+        except discord.HTTPException as exc:
+            log.info("typing indicator failed: %s", exc.status)
+
+    async def _perform(self, stream: ReplyStream) -> None:
+        try:
+            await stream.step()
+        except discord.HTTPException as exc:
+            log.warning(
+                "Discord refused a reply update (HTTP %s, code %s); giving up on it",
+                exc.status,
+                exc.code,
+            )
+            stream.abandon()
+        except Exception:
+            log.exception("reply update failed")
+            stream.abandon()
+        finally:
+            stream.inflight = False
+            self.kick()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)

@@ -1,0 +1,201 @@
+"""JSON shapes of Discord objects, as the real API sends them (only the fields discord.py reads)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+DISCORD_EPOCH_MS = 1420070400000
+_counter = itertools.count(1)
+
+# Every permission bit a bot could need; the fake never refuses on permissions.
+ALL_PERMISSIONS = str((1 << 50) - 1)
+
+
+def snowflake() -> str:
+    """A fresh, increasing snowflake whose timestamp is now (discord.py derives created_at)."""
+    ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+    return str((ms << 22) | (next(_counter) & 0x3FFFFF))
+
+
+def iso_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def user(uid: str, name: str, *, bot: bool = False) -> dict[str, Any]:
+    return {
+        "id": uid,
+        "username": name,
+        "global_name": name,
+        "discriminator": "0",
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+        "flags": 0,
+    }
+
+
+def member(user_payload: dict[str, Any], roles: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "user": user_payload,
+        "nick": None,
+        "roles": roles or [],
+        "joined_at": "2024-01-01T00:00:00+00:00",
+        "deaf": False,
+        "mute": False,
+        "flags": 0,
+    }
+
+
+def text_channel(cid: str, guild_id: str, name: str) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "type": 0,
+        "guild_id": guild_id,
+        "name": name,
+        "position": 0,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "topic": None,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "parent_id": None,
+    }
+
+
+def thread_channel(
+    tid: str, guild_id: str, parent_id: str, name: str, owner: str
+) -> dict[str, Any]:
+    return {
+        "id": tid,
+        "type": 11,
+        "guild_id": guild_id,
+        "parent_id": parent_id,
+        "name": name,
+        "owner_id": owner,
+        "message_count": 0,
+        "member_count": 1,
+        "rate_limit_per_user": 0,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": iso_now(),
+            "locked": False,
+        },
+    }
+
+
+def dm_channel(cid: str, recipient: dict[str, Any]) -> dict[str, Any]:
+    return {"id": cid, "type": 1, "recipients": [recipient], "last_message_id": None}
+
+
+def guild(
+    gid: str,
+    name: str,
+    owner_id: str,
+    channels: list[dict[str, Any]],
+    threads: list[dict[str, Any]],
+    members: list[dict[str, Any]],
+) -> dict[str, Any]:
+    everyone = {
+        "id": gid,
+        "name": "@everyone",
+        "permissions": ALL_PERMISSIONS,
+        "position": 0,
+        "color": 0,
+        "hoist": False,
+        "managed": False,
+        "mentionable": False,
+        "flags": 0,
+    }
+    return {
+        "id": gid,
+        "name": name,
+        "icon": None,
+        "owner_id": owner_id,
+        "region": "",
+        "afk_channel_id": None,
+        "afk_timeout": 300,
+        "verification_level": 0,
+        "default_message_notifications": 0,
+        "explicit_content_filter": 0,
+        "mfa_level": 0,
+        "nsfw_level": 0,
+        "premium_tier": 0,
+        "preferred_locale": "en-US",
+        "features": [],
+        "roles": [everyone],
+        "emojis": [],
+        "stickers": [],
+        "channels": channels,
+        "threads": threads,
+        "members": members,
+        "member_count": len(members),
+        "voice_states": [],
+        "presences": [],
+        "stage_instances": [],
+        "guild_scheduled_events": [],
+        "soundboard_sounds": [],
+        "large": False,
+        "unavailable": False,
+        "joined_at": "2024-01-01T00:00:00+00:00",
+        "system_channel_flags": 0,
+    }
+
+
+def attachment(aid: str, filename: str, content_type: str, size: int, url: str) -> dict[str, Any]:
+    return {
+        "id": aid,
+        "filename": filename,
+        "content_type": content_type,
+        "size": size,
+        "url": url,
+        "proxy_url": url,
+    }
+
+
+def message(
+    mid: str,
+    channel_id: str,
+    author: dict[str, Any],
+    content: str,
+    *,
+    guild_id: str | None = None,
+    author_member: dict[str, Any] | None = None,
+    mentions: list[dict[str, Any]] | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    reference: dict[str, Any] | None = None,
+    referenced: dict[str, Any] | None = None,
+    webhook_id: str | None = None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": mid,
+        "channel_id": channel_id,
+        "author": author,
+        "content": content,
+        "timestamp": iso_now(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": mentions or [],
+        "mention_roles": [],
+        "attachments": attachments or [],
+        "embeds": [],
+        "pinned": False,
+        "type": 19 if reference else 0,
+        "flags": 0,
+        "components": [],
+    }
+    if guild_id is not None:
+        data["guild_id"] = guild_id
+    if author_member is not None:
+        data["member"] = {k: v for k, v in author_member.items() if k != "user"}
+    if reference is not None:
+        data["message_reference"] = reference
+        data["referenced_message"] = referenced
+    if webhook_id is not None:
+        data["webhook_id"] = webhook_id
+    return data

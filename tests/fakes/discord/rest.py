@@ -1,0 +1,564 @@
+"""REST routes of the fake, with Discord's per-channel, per-webhook and global rate limits."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from tests.fakes.discord import payloads
+from tests.fakes.discord.ratelimit import too_many
+from tests.fakes.discord.records import Posted, pings
+
+if TYPE_CHECKING:
+    from tests.fakes.discord.server import FakeDiscord
+
+API = "/api/v10"
+# Which fake bucket each kind of request spends (send and edit share a channel's bucket).
+BUCKET_OF = {
+    "create": "messages",
+    "edit": "messages",
+    "delete": "delete",
+    "typing": "typing",
+    "followup": "webhook",
+    "followup_edit": "webhook",
+}
+EPHEMERAL = 64
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    from tests.fakes.discord.server import json_response
+
+    return json_response(data, status, headers)
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return _json({"code": code, "message": message}, status)
+
+
+class Rest:
+    def __init__(self, fake: FakeDiscord) -> None:
+        self.fake = fake
+
+    def install(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get(API + "/gateway", self.get_gateway)
+        r.add_get(API + "/gateway/bot", self.get_gateway)
+        r.add_get(API + "/users/@me", self.get_me)
+        r.add_get(API + "/oauth2/applications/@me", self.get_app)
+        r.add_get(API + "/applications/@me", self.get_app)
+        r.add_put(API + "/applications/{app}/commands", self.put_commands)
+        r.add_put(API + "/applications/{app}/guilds/{guild}/commands", self.put_commands)
+        r.add_get(API + "/applications/{app}/commands", self.get_commands)
+        r.add_get(API + "/applications/{app}/guilds/{guild}/commands", self.get_commands)
+        r.add_post(API + "/users/@me/channels", self.create_dm)
+        r.add_get(API + "/channels/{cid}", self.get_channel)
+        r.add_post(API + "/channels/{cid}/typing", self.typing)
+        r.add_post(API + "/channels/{cid}/messages", self.create_message)
+        r.add_get(API + "/channels/{cid}/messages", self.history)
+        r.add_get(API + "/channels/{cid}/messages/{mid}", self.get_message)
+        r.add_patch(API + "/channels/{cid}/messages/{mid}", self.edit_message)
+        r.add_delete(API + "/channels/{cid}/messages/{mid}", self.delete_message)
+        r.add_post(API + "/interactions/{iid}/{token}/callback", self.callback)
+        r.add_post(API + "/webhooks/{app}/{token}", self.followup)
+        r.add_get(API + "/webhooks/{app}/{token}/messages/{mid}", self.get_followup)
+        r.add_patch(API + "/webhooks/{app}/{token}/messages/{mid}", self.edit_followup)
+        r.add_delete(API + "/webhooks/{app}/{token}/messages/{mid}", self.delete_followup)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _gate(
+        self, request: web.Request, kind: str, major: str, counts_global: bool = True
+    ) -> tuple[web.Response | None, dict[str, str]]:
+        """Apply injected faults and rate limits; returns (429 response or None, headers)."""
+        fake, now = self.fake, time.monotonic()
+        if fake.pending_429s.get(kind):
+            fake.injected_429s += 1
+            retry = fake.pending_429s[kind].pop(0)
+            return too_many(retry, scope="user", bucket=None, now=now), {}
+        if not fake.limits.enabled:
+            return None, {}
+        if counts_global and not fake.limits.global_take(now):
+            fake.rate_limited += 1
+            return too_many(
+                fake.limits.global_retry_after(now), scope="global", bucket=None, now=now
+            ), {}
+        bucket_kind = BUCKET_OF.get(kind)
+        if bucket_kind is None:
+            return None, {}
+        bucket = fake.limits.bucket(bucket_kind, major)
+        if not bucket.take(now):
+            fake.rate_limited += 1
+            return too_many(bucket.reset_after(now), scope="user", bucket=bucket, now=now), {}
+        return None, bucket.headers(now)
+
+    async def _global_only(self, request: web.Request) -> web.Response | None:
+        refused, _ = await self._gate(request, "other", "")
+        return refused
+
+    def _log(self, request: web.Request, status: int) -> None:
+        self.fake.log_request(request.method, request.path, status)
+
+    @staticmethod
+    async def _body(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+        files: dict[str, bytes] = {}
+        if request.content_type.startswith("multipart/"):
+            payload: dict[str, Any] = {}
+            reader = await request.multipart()
+            async for part in reader:  # type: ignore[union-attr]
+                if part.name == "payload_json":
+                    payload = json.loads(await part.text())  # type: ignore[union-attr]
+                else:
+                    files[part.filename or part.name or "file"] = bytes(await part.read())  # type: ignore[union-attr]
+            return payload, files
+        raw = await request.read()
+        return (json.loads(raw) if raw else {}), files
+
+    def _check_auth(self, request: web.Request) -> web.Response | None:
+        from tests.fakes.discord.server import BOT_TOKEN
+
+        if request.headers.get("Authorization") != f"Bot {BOT_TOKEN}":
+            return _error(401, 0, "401: Unauthorized")
+        return None
+
+    # -- login ------------------------------------------------------------------------
+
+    async def get_gateway(self, request: web.Request) -> web.Response:
+        self._log(request, 200)
+        return _json(
+            {
+                "url": self.fake.gateway_url,
+                "shards": 1,
+                "session_start_limit": {
+                    "total": 1000,
+                    "remaining": 999,
+                    "reset_after": 0,
+                    "max_concurrency": 1,
+                },
+            }
+        )
+
+    async def get_me(self, request: web.Request) -> web.Response:
+        denied = self._check_auth(request)
+        self._log(request, 401 if denied else 200)
+        return denied or _json(self.fake.bot_user)
+
+    async def get_app(self, request: web.Request) -> web.Response:
+        self._log(request, 200)
+        fake = self.fake
+        return _json(
+            {
+                "id": fake.app_id,
+                "name": "teambot",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "verify_key": "0" * 64,
+                "flags": 0,
+                "owner": fake.users[fake.owner_id],
+                "team": None,
+                "summary": "",
+                "rpc_origins": [],
+                "bot": fake.bot_user,
+            }
+        )
+
+    async def put_commands(self, request: web.Request) -> web.Response:
+        refused = await self._global_only(request)
+        if refused:
+            self._log(request, 429)
+            return refused
+        body, _ = await self._body(request)
+        scope = request.match_info.get("guild", "global")
+        out = []
+        for cmd in body:
+            out.append(
+                {
+                    **cmd,
+                    "id": payloads.snowflake(),
+                    "application_id": self.fake.app_id,
+                    "version": payloads.snowflake(),
+                    "guild_id": None if scope == "global" else scope,
+                }
+            )
+        self.fake.commands[scope] = out
+        self.fake.command_syncs.append((scope, body))
+        self._log(request, 200)
+        return _json(out)
+
+    async def get_commands(self, request: web.Request) -> web.Response:
+        self._log(request, 200)
+        return _json(self.fake.commands.get(request.match_info.get("guild", "global"), []))
+
+    # -- channels -----------------------------------------------------------------------
+
+    async def create_dm(self, request: web.Request) -> web.Response:
+        body, _ = await self._body(request)
+        self._log(request, 200)
+        return _json(self.fake.channels[self.fake.dm(str(body["recipient_id"]))])
+
+    async def get_channel(self, request: web.Request) -> web.Response:
+        ch = self.fake.channels.get(request.match_info["cid"])
+        self._log(request, 200 if ch else 404)
+        return _json(ch) if ch else _error(404, 10003, "Unknown Channel")
+
+    async def typing(self, request: web.Request) -> web.Response:
+        refused, headers = await self._gate(request, "typing", request.match_info["cid"])
+        if refused:
+            self._log(request, 429)
+            return refused
+        self._log(request, 204)
+        return web.Response(status=204, headers=headers)
+
+    async def history(self, request: web.Request) -> web.Response:
+        cid = request.match_info["cid"]
+        msgs = [m for m in self.fake.messages.values() if m["channel_id"] == cid]
+        msgs.sort(key=lambda m: int(m["id"]), reverse=True)
+        self._log(request, 200)
+        return _json(msgs[: int(request.query.get("limit", "50"))])
+
+    async def get_message(self, request: web.Request) -> web.Response:
+        data = self.fake.messages.get(request.match_info["mid"])
+        self._log(request, 200 if data else 404)
+        return _json(data) if data else _error(404, 10008, "Unknown Message")
+
+    async def create_message(self, request: web.Request) -> web.Response:
+        cid = request.match_info["cid"]
+        if cid not in self.fake.channels:
+            self._log(request, 404)
+            return _error(404, 10003, "Unknown Channel")
+        refused, headers = await self._gate(request, "create", cid)
+        if refused:
+            self._log(request, 429)
+            return refused
+        body, files = await self._body(request)
+        result = await self.make_message(cid, body, files)
+        status = result.status if isinstance(result, web.Response) else 200
+        self._log(request, status)
+        if isinstance(result, web.Response):
+            return result
+        return _json(self.fake.messages[result.id], headers=headers)
+
+    async def edit_message(self, request: web.Request) -> web.Response:
+        cid, mid = request.match_info["cid"], request.match_info["mid"]
+        refused, headers = await self._gate(request, "edit", cid)
+        if refused:
+            self._log(request, 429)
+            return refused
+        body, files = await self._body(request)
+        result = await self.change_message(mid, body, files)
+        self._log(request, result.status if isinstance(result, web.Response) else 200)
+        if isinstance(result, web.Response):
+            return result
+        return _json(self.fake.messages[mid], headers=headers)
+
+    async def delete_message(self, request: web.Request) -> web.Response:
+        cid, mid = request.match_info["cid"], request.match_info["mid"]
+        refused, headers = await self._gate(request, "delete", cid)
+        if refused:
+            self._log(request, 429)
+            return refused
+        posted = self.fake.posted.get(mid)
+        if mid not in self.fake.messages:
+            self._log(request, 404)
+            return _error(404, 10008, "Unknown Message")
+        if posted is not None:
+            posted.deleted = True
+        await self.fake.user_delete(mid)
+        self._log(request, 204)
+        return web.Response(status=204, headers=headers)
+
+    # -- messages the bot writes ---------------------------------------------------------
+
+    async def make_message(
+        self,
+        cid: str,
+        body: dict[str, Any],
+        files: dict[str, bytes],
+        *,
+        token: str | None = None,
+        ephemeral: bool = False,
+        reuse: Posted | None = None,
+    ) -> Posted | web.Response:
+        fake = self.fake
+        content = str(body.get("content") or "")
+        if len(content) > 2000:
+            return _json(
+                {
+                    "code": 50035,
+                    "message": "Invalid Form Body",
+                    "errors": {
+                        "content": {
+                            "_errors": [
+                                {
+                                    "code": "BASE_TYPE_MAX_LENGTH",
+                                    "message": "Must be 2000 or fewer in length.",
+                                }
+                            ]
+                        }
+                    },
+                },
+                400,
+            )
+        if not content and not files and not body.get("embeds"):
+            return _error(400, 50006, "Cannot send an empty message")
+        ref = body.get("message_reference")
+        referenced = None
+        if ref:
+            referenced = fake.messages.get(str(ref.get("message_id")))
+            if referenced is None and ref.get("fail_if_not_exists", True):
+                return _json(
+                    {
+                        "code": 50035,
+                        "message": "Invalid Form Body",
+                        "errors": {
+                            "message_reference": {
+                                "_errors": [
+                                    {
+                                        "code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE",
+                                        "message": "Unknown message",
+                                    }
+                                ]
+                            }
+                        },
+                    },
+                    400,
+                )
+        ch = fake.channels[cid]
+        attachments = self._store_files(files)
+        data = payloads.message(
+            reuse.id if reuse else payloads.snowflake(),
+            cid,
+            fake.bot_user,
+            content,
+            guild_id=ch.get("guild_id"),
+            attachments=attachments,
+            reference={"message_id": referenced["id"], "channel_id": cid} if referenced else None,
+            referenced=referenced,
+            webhook_id=fake.app_id if token else None,
+        )
+        if ephemeral:
+            data["flags"] = EPHEMERAL
+        allowed = body.get("allowed_mentions")
+        posted = reuse or Posted(data["id"], cid, fake.bot_id, content, data)
+        posted.content, posted.payload = content, data
+        posted.history.append((time.monotonic(), content))
+        posted.allowed_mentions.append(allowed)
+        posted.pings |= pings(content, allowed, referenced["author"]["id"] if referenced else None)
+        posted.reference_id = posted.reference_id or (referenced["id"] if referenced else None)
+        posted.files.update(files)
+        posted.interaction_token, posted.ephemeral = token, ephemeral or posted.ephemeral
+        fake.posted[posted.id] = posted
+        fake.messages[posted.id] = data
+        if not posted.ephemeral:
+            await fake.gateway.dispatch("MESSAGE_UPDATE" if reuse else "MESSAGE_CREATE", data)
+        return posted
+
+    async def change_message(
+        self, mid: str, body: dict[str, Any], files: dict[str, bytes]
+    ) -> Posted | web.Response:
+        fake = self.fake
+        posted, data = fake.posted.get(mid), fake.messages.get(mid)
+        if data is None or posted is None or posted.deleted:
+            return _error(404, 10008, "Unknown Message")
+        if posted.author_id != fake.bot_id:
+            return _error(403, 50005, "Cannot edit a message authored by another user")
+        if "content" in body:
+            content = str(body["content"] or "")
+            if len(content) > 2000:
+                return _json({"code": 50035, "message": "Invalid Form Body"}, 400)
+            posted.content = data["content"] = content
+        if files or "attachments" in body:
+            keep = {str(a.get("id")) for a in body.get("attachments") or []}
+            data["attachments"] = [a for a in data["attachments"] if a["id"] in keep]
+            data["attachments"] += self._store_files(files)
+            posted.files.update(files)
+        data["edited_timestamp"] = payloads.iso_now()
+        allowed = body.get("allowed_mentions")
+        posted.allowed_mentions.append(allowed)
+        posted.pings |= pings(posted.content, allowed, None)
+        posted.history.append((time.monotonic(), posted.content))
+        if not posted.ephemeral:
+            await fake.gateway.dispatch("MESSAGE_UPDATE", dict(data))
+        return posted
+
+    def _store_files(self, files: dict[str, bytes]) -> list[dict[str, Any]]:
+        out = []
+        for name, blob in files.items():
+            aid = payloads.snowflake()
+            self.fake.files[aid] = (name, blob)
+            out.append(
+                payloads.attachment(
+                    aid, name, "text/plain", len(blob), f"{self.fake.base}/attachments/{aid}/{name}"
+                )
+            )
+        return out
+
+    # -- interactions ------------------------------------------------------------------------
+
+    def interaction_options(
+        self, options: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        opts: list[dict[str, Any]] = []
+        resolved: dict[str, Any] = {}
+        for name, value in options.items():
+            if isinstance(value, tuple):
+                filename, mime, blob = value
+                aid = payloads.snowflake()
+                self.fake.files[aid] = (filename, blob)
+                resolved.setdefault("attachments", {})[aid] = payloads.attachment(
+                    aid, filename, mime, len(blob), f"{self.fake.base}/attachments/{aid}/{filename}"
+                )
+                opts.append({"name": name, "type": 11, "value": aid})
+            elif isinstance(value, bool):
+                opts.append({"name": name, "type": 5, "value": value})
+            elif isinstance(value, int):
+                opts.append({"name": name, "type": 4, "value": value})
+            else:
+                opts.append({"name": name, "type": 3, "value": str(value)})
+        return opts, resolved
+
+    async def callback(self, request: web.Request) -> web.Response:
+        fake = self.fake
+        record = fake.interactions.get(request.match_info["token"])
+        body, files = await self._body(request)
+        if record is None or record.id != request.match_info["iid"]:
+            self._log(request, 404)
+            return _error(404, 10062, "Unknown interaction")
+        now = time.monotonic()
+        if now - record.created > 3.0:
+            self._log(request, 404)
+            return _error(404, 10062, "Unknown interaction")
+        if record.callbacks:
+            self._log(request, 400)
+            return _error(400, 40060, "Interaction has already been acknowledged.")
+        record.callbacks.append((now, body))
+        kind = int(body.get("type", 0))
+        data = body.get("data") or {}
+        ephemeral = bool(int(data.get("flags", 0)) & EPHEMERAL)
+        original = None
+        if kind in (4, 5):
+            placeholder = {"content": data.get("content") or ""} if kind == 4 else {"content": ""}
+            original = Posted(payloads.snowflake(), record.channel_id, fake.bot_id, "", {})
+            original.interaction_token = record.token
+            record.followups.append(original.id)
+            if kind == 4:
+                result = await self.make_message(
+                    record.channel_id,
+                    {**data, **placeholder},
+                    files,
+                    token=record.token,
+                    ephemeral=ephemeral,
+                    reuse=original,
+                )
+                if isinstance(result, web.Response):
+                    self._log(request, result.status)
+                    return result
+            else:
+                original.ephemeral = ephemeral
+                original.history.append((now, ""))
+                fake.posted[original.id] = original
+        self._log(request, 200)
+        resp: dict[str, Any] = {
+            "interaction": {
+                "id": record.id,
+                "type": 2,
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": ephemeral,
+            }
+        }
+        if original is not None:
+            resp["interaction"]["response_message_id"] = original.id
+        if kind == 4 and original is not None:
+            resp["resource"] = {"type": 4, "message": fake.messages[original.id]}
+        elif kind:
+            resp["resource"] = {"type": kind}
+        return _json(resp)
+
+    def _original(self, token: str) -> Posted | None:
+        record = self.fake.interactions.get(token)
+        if record is None or not record.followups:
+            return None
+        return self.fake.posted.get(record.followups[0])
+
+    async def followup(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        record = self.fake.interactions.get(token)
+        if record is None:
+            self._log(request, 404)
+            return _error(404, 10015, "Unknown Webhook")
+        refused, headers = await self._gate(request, "followup", token, counts_global=False)
+        if refused:
+            self._log(request, 429)
+            return refused
+        body, files = await self._body(request)
+        original = self._original(token)
+        # The first follow-up after a defer fills the "is thinking…" message, keeping its privacy.
+        first = original is not None and original.id not in self.fake.messages
+        ephemeral = (
+            original.ephemeral
+            if first and original
+            else bool(int(body.get("flags", 0)) & EPHEMERAL)
+        )
+        result = await self.make_message(
+            record.channel_id,
+            body,
+            files,
+            token=token,
+            ephemeral=ephemeral,
+            reuse=original if first else None,
+        )
+        self._log(request, result.status if isinstance(result, web.Response) else 200)
+        if isinstance(result, web.Response):
+            return result
+        if not first:
+            record.followups.append(result.id)
+        return _json(self.fake.messages[result.id], headers=headers)
+
+    def _resolve(self, token: str, mid: str) -> str | None:
+        if mid == "@original":
+            original = self._original(token)
+            return original.id if original else None
+        return mid
+
+    async def get_followup(self, request: web.Request) -> web.Response:
+        mid = self._resolve(request.match_info["token"], request.match_info["mid"])
+        data = self.fake.messages.get(mid or "")
+        self._log(request, 200 if data else 404)
+        return _json(data) if data else _error(404, 10008, "Unknown Message")
+
+    async def edit_followup(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        refused, headers = await self._gate(request, "followup_edit", token, counts_global=False)
+        if refused:
+            self._log(request, 429)
+            return refused
+        mid = self._resolve(token, request.match_info["mid"])
+        body, files = await self._body(request)
+        if mid is not None and mid not in self.fake.messages and mid in self.fake.posted:
+            # Editing the deferred "thinking" message gives it its first content.
+            result = await self.make_message(
+                self.fake.interactions[token].channel_id,
+                body,
+                files,
+                token=token,
+                ephemeral=self.fake.posted[mid].ephemeral,
+                reuse=self.fake.posted[mid],
+            )
+        else:
+            result = await self.change_message(mid or "", body, files)
+        self._log(request, result.status if isinstance(result, web.Response) else 200)
+        if isinstance(result, web.Response):
+            return result
+        return _json(self.fake.messages[result.id], headers=headers)
+
+    async def delete_followup(self, request: web.Request) -> web.Response:
+        mid = self._resolve(request.match_info["token"], request.match_info["mid"])
+        posted = self.fake.posted.get(mid or "")
+        if posted is not None:
+            posted.deleted = True
+        self._log(request, 204)
+        return web.Response(status=204)

@@ -1,0 +1,333 @@
+"""A loopback Discord: the REST API and gateway websocket that discord.py talks to.
+
+Start it, point a client at `api_base_url` / `gateway_url`, then play users with
+`user_message`, `user_edit`, `user_delete` and `slash`, and read what the bot did from
+`posted`, `interactions`, `requests` and the 429 counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.discord import payloads
+from tests.fakes.discord.gateway import Gateway
+from tests.fakes.discord.ratelimit import Limits
+from tests.fakes.discord.records import InteractionRecord, Posted, RequestLog
+from tests.fakes.discord.rest import Rest
+
+BOT_TOKEN = "fake-bot-token"
+
+
+class FakeDiscord:
+    def __init__(
+        self,
+        *,
+        message_content_allowed: bool = True,
+        enforce_limits: bool = True,
+        channels: int = 2,
+    ) -> None:
+        self.message_content_allowed = message_content_allowed
+        self.limits = Limits(enabled=enforce_limits)
+        self.app_id = payloads.snowflake()
+        self.bot_id = self.app_id
+        self.bot_user = payloads.user(self.bot_id, "teambot", bot=True)
+        self.users: dict[str, dict[str, Any]] = {self.bot_id: self.bot_user}
+        self.guild_id = payloads.snowflake()
+        self.guilds: dict[str, dict[str, Any]] = {
+            self.guild_id: {"name": "Team", "channels": {}, "threads": {}}
+        }
+        self.channels: dict[str, dict[str, Any]] = {}
+        self.by_name: dict[str, str] = {}
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.posted: dict[str, Posted] = {}
+        self.interactions: dict[str, InteractionRecord] = {}
+        self.commands: dict[str, list[dict[str, Any]]] = {}
+        self.command_syncs: list[tuple[str, list[dict[str, Any]]]] = []
+        self.files: dict[str, tuple[str, bytes]] = {}
+        self.requests: list[RequestLog] = []
+        self.rate_limited = 0
+        self.injected_429s = 0
+        self.pending_429s: dict[str, list[float]] = {}
+        self.gateway = Gateway(self)
+        self.rest = Rest(self)
+        self.owner_id = self.add_user("owner")
+        self.alice = self.add_user("alice")
+        self.bob = self.add_user("bob")
+        self.general = self.add_channel("general")
+        for i in range(1, channels):
+            self.add_channel("random" if i == 1 else f"room-{i}")
+        self.thread = self.add_thread("general", "design")
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- topology -------------------------------------------------------------
+
+    def add_user(self, name: str) -> str:
+        uid = payloads.snowflake()
+        self.users[uid] = payloads.user(uid, name)
+        return uid
+
+    def add_channel(self, name: str) -> str:
+        cid = payloads.snowflake()
+        self.channels[cid] = payloads.text_channel(cid, self.guild_id, name)
+        self.guilds[self.guild_id]["channels"][cid] = self.channels[cid]
+        self.by_name[name] = cid
+        return cid
+
+    def add_thread(self, parent: str, name: str) -> str:
+        tid = payloads.snowflake()
+        data = payloads.thread_channel(
+            tid, self.guild_id, self.by_name[parent], name, self.owner_id
+        )
+        self.channels[tid] = data
+        self.guilds[self.guild_id]["threads"][tid] = data
+        self.by_name[name] = tid
+        return tid
+
+    def dm(self, user_id: str) -> str:
+        for cid, ch in self.channels.items():
+            if ch["type"] == 1 and ch["recipients"][0]["id"] == user_id:
+                return cid
+        cid = payloads.snowflake()
+        self.channels[cid] = payloads.dm_channel(cid, self.users[user_id])
+        return cid
+
+    def guild_payload(self, gid: str) -> dict[str, Any]:
+        g = self.guilds[gid]
+        members = [payloads.member(u) for u in self.users.values()]
+        return payloads.guild(
+            gid,
+            g["name"],
+            self.owner_id,
+            list(g["channels"].values()),
+            list(g["threads"].values()),
+            members,
+        )
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/gateway", self.gateway.handle)
+        app.router.add_get("/resume-gateway", self.gateway.handle)
+        app.router.add_get("/attachments/{aid}/{name}", self._cdn)
+        self.rest.install(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        await self.gateway.drop(1001)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base_url(self) -> str:
+        return f"{self.base}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    @property
+    def resume_gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/resume-gateway"
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        _name, data = self.files[request.match_info["aid"]]
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    # -- playing users ----------------------------------------------------------
+
+    def _message_payload(
+        self, channel_id: str, author_id: str, content: str, **kw: Any
+    ) -> dict[str, Any]:
+        ch = self.channels[channel_id]
+        guild_id = ch.get("guild_id")
+        author = self.users[author_id]
+        return payloads.message(
+            payloads.snowflake(),
+            channel_id,
+            author,
+            content,
+            guild_id=guild_id,
+            author_member=payloads.member(author) if guild_id else None,
+            **kw,
+        )
+
+    def _mentions(self, content: str) -> list[dict[str, Any]]:
+        return [
+            u for uid, u in self.users.items() if f"<@{uid}>" in content or f"<@!{uid}>" in content
+        ]
+
+    async def user_message(
+        self,
+        channel_id: str,
+        author_id: str,
+        text: str,
+        *,
+        mention: bool = False,
+        reply_to: str | None = None,
+        attachments: list[tuple[str, str, bytes]] = (),  # type: ignore[assignment]
+    ) -> dict[str, Any]:
+        """A person posts; `mention` prefixes the bot's @mention like Discord's client does."""
+        content = f"<@{self.bot_id}> {text}" if mention else text
+        files = []
+        for name, mime, data in attachments:
+            aid = payloads.snowflake()
+            self.files[aid] = (name, data)
+            files.append(
+                payloads.attachment(
+                    aid, name, mime, len(data), f"{self.base}/attachments/{aid}/{name}"
+                )
+            )
+        reference = referenced = None
+        if reply_to is not None:
+            referenced = self.messages[reply_to]
+            reference = {
+                "message_id": reply_to,
+                "channel_id": channel_id,
+                "guild_id": self.channels[channel_id].get("guild_id"),
+            }
+        mentions = self._mentions(content)
+        if referenced is not None and referenced["author"] not in mentions:
+            mentions.append(
+                referenced["author"]
+            )  # Discord's client pings the replied user by default
+        data = self._message_payload(
+            channel_id,
+            author_id,
+            content,
+            mentions=mentions,
+            attachments=files,
+            reference=reference,
+            referenced=referenced,
+        )
+        self.messages[data["id"]] = data
+        await self.gateway.dispatch("MESSAGE_CREATE", data)
+        return data
+
+    async def user_edit(self, message_id: str, text: str) -> None:
+        data = self.messages[message_id]
+        data.update(
+            content=text, edited_timestamp=payloads.iso_now(), mentions=self._mentions(text)
+        )
+        await self.gateway.dispatch("MESSAGE_UPDATE", dict(data))
+
+    async def user_delete(self, message_id: str) -> None:
+        data = self.messages.pop(message_id)
+        event = {"id": message_id, "channel_id": data["channel_id"]}
+        if "guild_id" in data:
+            event["guild_id"] = data["guild_id"]
+        await self.gateway.dispatch("MESSAGE_DELETE", event)
+
+    async def slash(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user_id: str,
+        channel_id: str,
+    ) -> InteractionRecord:
+        """A person runs a slash command. Attachment options are (filename, mime, bytes)."""
+        iid, token = payloads.snowflake(), f"itoken-{payloads.snowflake()}"
+        opts, resolved = self.rest.interaction_options(options or {})
+        ch = self.channels[channel_id]
+        cmd_id = next(
+            (c["id"] for cs in self.commands.values() for c in cs if c["name"] == name),
+            payloads.snowflake(),
+        )
+        data: dict[str, Any] = {
+            "id": iid,
+            "application_id": self.app_id,
+            "type": 2,
+            "token": token,
+            "version": 1,
+            "data": {"id": cmd_id, "name": name, "type": 1, "options": opts, "resolved": resolved},
+            "channel_id": channel_id,
+            "channel": ch,
+            "app_permissions": payloads.ALL_PERMISSIONS,
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": self.guild_id},
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if "guild_id" in ch:
+            data["guild_id"] = ch["guild_id"]
+            data["guild_locale"] = "en-US"
+            data["context"] = 0
+            data["member"] = {
+                **payloads.member(self.users[user_id]),
+                "permissions": payloads.ALL_PERMISSIONS,
+            }
+        else:
+            data["user"] = self.users[user_id]
+            data["context"] = 1
+        record = InteractionRecord(iid, token, name, channel_id, user_id)
+        self.interactions[token] = record
+        await self.gateway.dispatch("INTERACTION_CREATE", data)
+        return record
+
+    # -- fault injection ----------------------------------------------------------
+
+    def inject_429(self, kind: str, count: int = 1, retry_after: float = 0.3) -> None:
+        """Refuse the next `count` requests of `kind`: create/edit/typing/followup/followup_edit."""
+        self.pending_429s.setdefault(kind, []).extend([retry_after] * count)
+
+    # -- reading what users see ----------------------------------------------------
+
+    def bot_messages(self, channel_id: str | None = None) -> list[Posted]:
+        return [
+            p
+            for p in self.posted.values()
+            if p.author_id == self.bot_id
+            and not p.deleted
+            and (channel_id is None or p.channel_id == channel_id)
+        ]
+
+    def replies_to(self, message_id: str) -> list[Posted]:
+        """The bot's answer to a message: the reply and the parts that chain from it."""
+        out: list[Posted] = []
+        wanted = message_id
+        for p in sorted(self.bot_messages(), key=lambda p: int(p.id)):
+            if p.reference_id == wanted:
+                out.append(p)
+                wanted = p.id
+        return out
+
+    def requests_to(self, method: str, fragment: str) -> list[RequestLog]:
+        return [r for r in self.requests if r.method == method and fragment in r.path]
+
+    def log_request(self, method: str, path: str, status: int) -> None:
+        self.requests.append(RequestLog(time.monotonic(), method, path, status))
+
+    @staticmethod
+    async def wait_until(cond: Callable[[], Any], limit: float = 10.0, what: str = "") -> Any:
+        deadline = time.monotonic() + limit
+        while True:
+            value = cond()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what or cond}")
+            await asyncio.sleep(0.01)
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """discord.py parses a body as JSON only when Content-Type is exactly application/json."""
+    merged = {"Content-Type": "application/json", **(headers or {})}
+    return web.Response(status=status, body=json.dumps(data).encode(), headers=merged)
