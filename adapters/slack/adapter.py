@@ -108,7 +108,9 @@ class SlackAdapter:
 
     async def run(self) -> None:
         """Connect (Socket Mode with an app token, else HTTP) and serve until close()."""
-        self.rt.session = aiohttp.ClientSession()
+        # One connection pool for every Web API call and download; without it slack-sdk
+        # opens a new aiohttp session per call.
+        self.rt.session = self.client.session = aiohttp.ClientSession()
         try:
             auth = await self.client.auth_test()
             self.rt.bot_user_id = str(auth.get("user_id") or "")
@@ -166,4 +168,4 @@ class SlackAdapter:
             self._runner = None
         if self.rt.session:
             await self.rt.session.close()
-            self.rt.session = None
+            self.rt.session = self.client.session = None

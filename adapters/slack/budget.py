@@ -53,9 +53,6 @@ class Bucket:
 class Budgets:
     """Every rate-limited method the adapter uses, for one workspace."""
 
-    # How far ahead an early post may count on refills to pay for its final update.
-    HORIZON = 6.0
-
     def __init__(self) -> None:
         self.update = Bucket(8, 40)
         self.stream_edges = Bucket(4, 15)  # chat.startStream + chat.stopStream (Tier 2)
@@ -71,9 +68,12 @@ class Budgets:
         return bucket
 
     def can_go_live(self) -> bool:
-        """Whether one more reply can show partial text and still get its final update soon."""
-        expected = self.update.available() + self.update.rate * self.HORIZON
-        return not self.update.waiting and self.live + 1 <= expected
+        """Whether one more reply can show partial text with its final update paid for.
+
+        Keeping a token on hand for the final of every live reply means a finished answer
+        never waits; replies that can't go live show a status and post complete.
+        """
+        return not self.update.waiting and self.live + 1 <= self.update.available()
 
     def try_interim(self) -> bool:
         return self.update.try_take(keep=max(0, self.live - 1))

@@ -7,6 +7,7 @@ both `app_mention` and `message`, and the engine's `reply` is idempotent per mes
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -28,19 +29,24 @@ class Events:
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     async def handle(self, body: dict[str, Any]) -> None:
+        event = body.get("event") or {}
+        subtype = event.get("subtype")
+        incoming = None
+        if subtype not in ("message_changed", "message_deleted"):
+            incoming = parse(body, self.rt.bot_user_id, self.rt.bot_id)
+            # The twin of a mention we already have costs no database write.
+            if incoming is None or not self._first_sight(incoming):
+                return
+            self.rt.names.prefetch(incoming.user)
         event_id = str(body.get("event_id") or "")
         if event_id and not await self.rt.engine.claim_event("slack", event_id):
             return
-        event = body.get("event") or {}
-        subtype = event.get("subtype")
-        if subtype == "message_changed":
+        if incoming:
+            await self._route(incoming)
+        elif subtype == "message_changed":
             await self._edited(body, event)
-        elif subtype == "message_deleted":
-            await self._deleted(body, event)
         else:
-            incoming = parse(body, self.rt.bot_user_id, self.rt.bot_id)
-            if incoming and self._first_sight(incoming):
-                await self._route(incoming)
+            await self._deleted(body, event)
 
     def _first_sight(self, incoming: Incoming) -> bool:
         key = (incoming.channel, incoming.ts)
@@ -60,8 +66,12 @@ class Events:
             thread = incoming.key(incoming.ts)
             # Seed before recording the mention in the channel, so it isn't in the thread twice.
             await self.rt.engage(incoming.key(), thread, seed=True)
-            await self._record(incoming, incoming.key())
-            await self._answer(incoming, thread, incoming.ts)
+            try:
+                await self._answer(incoming, thread, incoming.ts)
+            finally:
+                # Channel context for later threads; after the answer, so that this database
+                # write doesn't queue ahead of the reply's own.
+                await self._record(incoming, incoming.key())
         elif incoming.mentioned or await self._engaged(incoming.key(incoming.thread_ts)):
             thread = incoming.key(incoming.thread_ts)
             await self.rt.engage(incoming.key(), thread, seed=False)
@@ -98,8 +108,7 @@ class Events:
 
     async def _answer(self, incoming: Incoming, key: ConversationKey, thread_ts: str) -> None:
         place = self.rt.place_for(incoming, thread_ts)
-        author = await self.rt.author(incoming.user)
-        text = await self._text(incoming)
+        author, text = await asyncio.gather(self.rt.author(incoming.user), self._text(incoming))
         prepared = await prepare(attachments(incoming.files, self.rt.download))
         if prepared.notes:
             await self.rt.say(place, "\n".join(f":warning: {note}" for note in prepared.notes))

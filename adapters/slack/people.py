@@ -18,12 +18,16 @@ class Names:
         self.cache: dict[str, str] = {}
         self._pending: dict[str, asyncio.Future[str]] = {}
 
+    def prefetch(self, user: str) -> None:
+        """Start looking a name up now, so it is ready by the time it is needed."""
+        if user and user not in self.cache and user not in self._pending:
+            self._pending[user] = asyncio.ensure_future(self._lookup(user))
+
     async def get(self, user: str) -> str:
         if user in self.cache:
             return self.cache[user]
-        pending = self._pending.get(user)
-        if pending is None:
-            pending = self._pending[user] = asyncio.ensure_future(self._lookup(user))
+        self.prefetch(user)
+        pending = self._pending[user]
         try:
             return await asyncio.shield(pending)
         finally:

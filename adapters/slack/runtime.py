@@ -55,8 +55,9 @@ class Runtime:
         self.engaged.add(thread)
         if seed:
             await self.engine.seed(channel, thread)
-        if not await self.engine.conversation_settings(thread):
-            for name, value in (await self.engine.conversation_settings(channel)).items():
+        defaults = await self.engine.conversation_settings(channel)
+        if defaults and not await self.engine.conversation_settings(thread):
+            for name, value in defaults.items():
                 await self.engine.set_setting(thread, name, value)
 
     async def author(self, user: str) -> Author:

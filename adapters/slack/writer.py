@@ -34,6 +34,7 @@ log = logging.getLogger("teambot.slack")
 LIMIT = 3800  # chat.update refuses ~4000 characters; leave room for the neutraliser
 MIN_LIMIT = 400
 INTERVAL = 1.0  # seconds between edits of one message
+RETRY = 0.25  # seconds before asking the budget again after it said no
 STATUS = "is thinking…"
 FAILED = "Sorry, something went wrong while answering; the details are in the bot's log."
 EMPTY = "_(The model returned an empty answer.)_"
@@ -128,10 +129,14 @@ class ReplyWriter:
             self._wake.clear()
             if self._done.is_set() or not self.text.strip():
                 continue
+            acted = self.last_edit
             try:
                 await self._progress()
             except _TooLong:
                 continue
+            if self.last_edit == acted:  # no budget yet: look again soon, not on every token
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._done.wait(), RETRY)
 
     async def _progress(self) -> None:
         if self.stream_ts:
