@@ -99,6 +99,7 @@ class Result:
     ratelimited: int = 0
     cpu_per_reply: float = 0.0
     rss_mib: float = 0.0
+    start_rss_mib: float = 0.0
 
 
 def done(fake: FakeSlack, thread: Thread) -> bool:
@@ -135,6 +136,7 @@ async def run_round(n: int, per_channel: int, limit: float) -> Result:
     await slack.start()
     with tempfile.TemporaryDirectory() as tmp:
         process = await start_bot(slack, mistral, Path(tmp) / "bench.db")
+        result.start_rss_mib = peak_rss_mib(process.pid)
         try:
             warm = Thread(-1, "CWARM", slack.user_message("U1", "CWARM", "<@UBOT> warm up"))
             await wait_all(slack, [warm], 30)
@@ -222,13 +224,14 @@ def report(r: Result) -> str:
         f"| {r.n} | {r.complete}/{r.n} in {r.wall:.1f} s | {pair(r.ack_ms, 1)} | "
         f"{pair(r.to_request_ms, 1)} | {pair(r.first_visible_ms)} | {pair(r.complete_ms)} | "
         f"{statistics.fmean(r.updates) if r.updates else 0:.1f} ({live} streamed) | "
-        f"{r.ratelimited} | {r.cpu_per_reply * 1000:.0f} | {r.rss_mib:.0f} |"
+        f"{r.ratelimited} | {r.cpu_per_reply * 1000:.0f} | "
+        f"{r.start_rss_mib:.0f} → {r.rss_mib:.0f} |"
     )
 
 
 HEADER = (
     "| N | complete | ack ms p50/p99 | mention→model request ms | first token→first text ms "
-    "| last token→complete ms | updates/reply | 429s | CPU ms/reply | peak RSS MiB |\n"
+    "| last token→complete ms | updates/reply | 429s | CPU ms/reply | RSS MiB at start → peak |\n"
     "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 from tests.fakes.mistral import FakeMistral, Reply, text_of
 from tests.fakes.slack import FakeSlack
@@ -148,3 +149,33 @@ async def test_text_files_inlined_and_too_many_images_noted(
     assert "the launch code is tulip" in text_of(content)
     assert sum(1 for p in content if p.get("type") == "image_url") == 8
     assert "i8.png" in slack.replies("D1", ts)[0].visible
+
+
+def test_manifest_declares_what_the_adapter_handles() -> None:
+    from pathlib import Path
+
+    from adapters.slack.slash import COMMANDS
+
+    manifest = (Path(__file__).parent.parent / "slack-manifest.yml").read_text()
+    declared = re.findall(r"^\s+- command: (/\w+)$", manifest, re.MULTILINE)
+    assert sorted(declared) == sorted(COMMANDS)
+    events = re.findall(r"^\s+- (app_mention|message\.\w+)$", manifest, re.MULTILINE)
+    assert events == [
+        "app_mention",
+        "message.channels",
+        "message.groups",
+        "message.im",
+        "message.mpim",
+    ]
+    scopes = set(re.findall(r"^\s+- ([a-z_]+:[a-z_]+|commands)\s", manifest, re.MULTILINE))
+    assert {
+        "app_mentions:read",
+        "chat:write",
+        "files:read",
+        "users:read",
+        "commands",
+        "im:history",
+        "channels:history",
+        "reactions:write",
+    } <= scopes
+    assert "socket_mode_enabled: true" in manifest

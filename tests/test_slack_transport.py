@@ -141,3 +141,19 @@ async def test_restart_keeps_thread_context(
     seen = " ".join(text_of(m["content"]) for m in fake_mistral.requests[-1]["messages"])
     assert "swordfish" in seen and "[Bob]: what was the password?" in seen
     assert len(fake_mistral.requests) == 2
+
+
+async def test_shutdown_mid_answer_leaves_the_text_and_a_notice(
+    slack: Harness, fake_mistral: FakeMistral
+) -> None:
+    fake_mistral.token_interval = 0.05
+    fake_mistral.default_tokens = 400  # 20 s: still streaming when the bot stops
+    ts = slack.fake.user_message("U1", "C1", f"{BOT} long story")
+    await slack.wait_for(lambda: slack.replies("C1", ts), "first text")
+    await slack.engine.shutdown(grace=0.1)  # what `teambot run` does on SIGTERM
+    await slack.stop()
+    [message] = slack.replies("C1", ts)
+    assert message.visible.startswith("echo: [Alice]: long")
+    assert message.visible.endswith(
+        "_(The bot restarted mid-answer, so this reply is incomplete.)_"
+    )

@@ -147,25 +147,28 @@ class SlackAdapter:
         response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 
-    async def close(self, grace: float = 5.0) -> None:
-        """Stop taking events; give replies in progress `grace` seconds to land."""
-        self._closed.set()
-        if self._socket:
-            await self._socket.close_async()  # type: ignore[no-untyped-call]
-            self._socket = None
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+    async def close(self, grace: float = 1.5) -> None:
+        """Stop taking events, give replies in progress `grace` seconds, then stop run()."""
+        try:
+            await self._stop_intake()
+            if self._tasks:
+                _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            self._closed.set()
 
-    async def _stop(self) -> None:
+    async def _stop_intake(self) -> None:
         if self._socket:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
         if self._runner:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _stop(self) -> None:
+        await self._stop_intake()
         if self.rt.session:
             await self.rt.session.close()
             self.rt.session = self.client.session = None

@@ -76,4 +76,5 @@ class Budgets:
         return not self.update.waiting and self.live + 1 <= self.update.available()
 
     def try_interim(self) -> bool:
-        return self.update.try_take(keep=max(0, self.live - 1))
+        # Every live reply, this one included, still needs a token for its final edit.
+        return self.update.try_take(keep=self.live)
