@@ -178,3 +178,10 @@ async def test_redelivered_event_answered_once(slack: Harness, fake_mistral: Fak
     await slack.reply_in("C1", ts)
     assert len(fake_mistral.requests) == 1
     assert len(slack.replies("C1", ts)) == 1
+
+
+async def test_bare_mention_still_gets_an_answer(slack: Harness, fake_mistral: FakeMistral) -> None:
+    ts = slack.fake.user_message("U1", "C1", BOT)
+    text = await slack.reply_in("C1", ts)
+    assert text  # the engine turns an empty question into something answerable
+    assert len(slack.replies("C1", ts)) == 1

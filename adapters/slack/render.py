@@ -18,9 +18,9 @@ from typing import Any
 
 ZWSP = "\u200b"
 _SPECIAL = re.compile(r"<([!@#])")
-_BARE = re.compile(r"(?<![\w\u200b])@(channel|here|everyone)\b", re.IGNORECASE)
-# A tail that could still grow into a mention: an open `<...` or a trailing `@word`.
-_OPEN_TAIL = re.compile(r"(<[^>]*|@\w*)$")
+_BARE = re.compile(r"(?<!\w)@(channel|here|everyone)\b", re.IGNORECASE)
+# A tail whose rendering may change with the next token: `<` (could become `<!`) or `@word`.
+_OPEN_TAIL = re.compile(r"(<|@\w*)$")
 
 _TOKEN = re.compile(r"<([^<>]+)>")
 
@@ -33,7 +33,7 @@ def neutralise(text: str) -> str:
 
 def stable_prefix(text: str) -> str:
     """The longest prefix whose rendering will not change when more text arrives."""
-    match = _OPEN_TAIL.search(text[-200:])
+    match = _OPEN_TAIL.search(text[-100:])
     return text[: len(text) - len(match.group(0))] if match else text
 
 

@@ -75,8 +75,9 @@ class ReplyWriter:
         self._done = asyncio.Event()
 
     async def run(self, events: AsyncIterator[ReplyEvent]) -> None:
-        indicator = asyncio.create_task(self._indicate())
+        # The reply first: its database work is queued before the status call's HTTP work.
         consumer = asyncio.create_task(self._consume(events))
+        indicator = asyncio.create_task(self._indicate())
         try:
             await self._loop()
             await self._finish()
