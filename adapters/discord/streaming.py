@@ -98,10 +98,12 @@ class ReplyStream:
 
     def _changed(self) -> None:
         self.version += 1
-        if not self.dirty:
+        # Only a change of state needs the pacer; more text for an already pending update
+        # is picked up when that update is made.
+        if not self.dirty or self.final:
             self.dirty = True
             self.since = self._pacer.now()
-        self._pacer.kick()
+            self._pacer.kick()
 
     def priority(self) -> Priority | None:
         if self.inflight or not self.dirty or self.closed.is_set():
@@ -167,6 +169,7 @@ class Pacer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
+        self._waiting_first = 0
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -228,6 +231,7 @@ class Pacer:
             if prio is not None:
                 waiting.append((prio, stream.since, stream))
         wake: float | None = None
+        self._waiting_first = sum(1 for s in self._streams if not s.handles)
         for stream in self._streams:
             if not stream.handles and not stream.inflight and not stream.dirty:
                 again = self._maybe_type(stream, now)
@@ -237,7 +241,7 @@ class Pacer:
         for prio, _, stream in waiting:
             at = self._allowed_at(stream, prio, now)
             if at <= now:
-                self._start(stream, now)
+                self._start(stream)
             else:
                 wake = at if wake is None else min(wake, at)
         return None if wake is None else max(0.0, wake - now)
@@ -251,13 +255,16 @@ class Pacer:
         else:
             at = bucket.free_at(now)
         if stream.target.counts_global:
-            at = max(at, self._global.free_at(now, keep=0 if prio <= Priority.FIRST else 2))
+            # Growth may use only half the global budget, so when many replies finish at
+            # once (or start showing text) their requests find the other half waiting.
+            keep = 0 if prio <= Priority.FIRST else self._global.limit // 2
+            at = max(at, self._global.free_at(now, keep=keep))
         return at
 
-    def _start(self, stream: ReplyStream, now: float) -> None:
-        self._bucket(stream.target.bucket).spend(now)
+    def _start(self, stream: ReplyStream) -> None:
+        self._bucket(stream.target.bucket).acquire()
         if stream.target.counts_global:
-            self._global.spend(now)
+            self._global.acquire()
         stream.inflight = True
         self._spawn(self._perform(stream))
 
@@ -269,11 +276,12 @@ class Pacer:
         due = self._typing.get(target.bucket, float("-inf")) + TYPING_EVERY_S
         if now < due:
             return due
-        # Typing is a courtesy: only when the global budget is far from exhausted.
-        if self._global.available(now) < self._global.limit // 2:
+        # Typing is a courtesy: only when the global budget can also cover the first text
+        # of every reply still waiting for it.
+        if self._global.available(now) < self._global.limit // 2 + self._waiting_first:
             return None
         self._typing[target.bucket] = now
-        self._global.spend(now)
+        self._global.acquire()
         self._spawn(self._type(target.typing))
         return now + TYPING_EVERY_S
 
@@ -282,6 +290,9 @@ class Pacer:
             await typing()
         except discord.HTTPException as exc:
             log.info("typing indicator failed: %s", exc.status)
+        finally:
+            self._global.release(self.now())
+            self.kick()
 
     async def _perform(self, stream: ReplyStream) -> None:
         try:
@@ -298,6 +309,9 @@ class Pacer:
             stream.abandon()
         finally:
             stream.inflight = False
+            self._bucket(stream.target.bucket).release(self.now())
+            if stream.target.counts_global:
+                self._global.release(self.now())
             self.kick()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
