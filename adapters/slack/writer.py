@@ -36,6 +36,7 @@ MIN_LIMIT = 400
 INTERVAL = 1.0  # seconds between edits of one message
 RETRY = 0.25  # seconds before asking the budget again after it said no
 STATUS = "is thinking…"
+STATUS_RENEW = 90.0  # seconds; Slack clears a status after two minutes without a message
 FAILED = "Sorry, something went wrong while answering; the details are in the bot's log."
 EMPTY = "_(The model returned an empty answer.)_"
 
@@ -89,10 +90,18 @@ class ReplyWriter:
                 await self.api.react(self.place.channel, self.place.user_ts, "eyes", add=False)
 
     async def _indicate(self) -> None:
+        """A status until text shows (renewed: Slack drops it after 2 minutes), else :eyes:."""
         place = self.place
-        if not await self.api.set_status(place.channel, place.thread_ts, STATUS):
-            await self.api.react(place.channel, place.user_ts, "eyes", add=True)
-            self.reacted = True
+        while not self._visible():
+            if not await self.api.set_status(place.channel, place.thread_ts, STATUS):
+                await self.api.react(place.channel, place.user_ts, "eyes", add=True)
+                self.reacted = True
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), STATUS_RENEW)
+
+    def _visible(self) -> bool:
+        return bool(self.shown or self.stream_ts or self._done.is_set())
 
     async def _consume(self, events: AsyncIterator[ReplyEvent]) -> None:
         try:
