@@ -157,3 +157,15 @@ async def test_shutdown_mid_answer_leaves_the_text_and_a_notice(
     assert message.visible.endswith(
         "_(The bot restarted mid-answer, so this reply is incomplete.)_"
     )
+
+
+async def test_unacked_envelope_is_redelivered_and_answered_once(
+    slack: Harness, fake_mistral: FakeMistral
+) -> None:
+    slack.fake.hub.lose_next = 2  # both deliveries of the mention vanish once
+    ts = slack.fake.user_message("U1", "C1", f"{BOT} lost and found")
+    text = await slack.reply_in("C1", ts)
+    assert text == "echo: [Alice]: lost and found"
+    retries = [d for d in slack.fake.hub.deliveries if d.attempt == 1]
+    assert len(retries) == 2 and all(d.acked for d in retries)
+    assert len(fake_mistral.requests) == 1

@@ -28,6 +28,7 @@ class SocketHub:
         self.acks: dict[str, float] = {}
         self.ack_payloads: dict[str, dict[str, Any]] = {}
         self.connects = 0
+        self.lose_next = 0
         self._acked: dict[str, asyncio.Event] = {}
         self._connected = asyncio.Event()
         self._ids = itertools.count(1)
@@ -102,7 +103,9 @@ class SocketHub:
             }
             record = Delivery(envelope_id, kind, payload, time.monotonic(), attempt)
             self.deliveries.append(record)
-            if self.connections:
+            if self.lose_next > 0:  # a frame lost in transit: only a redelivery can save it
+                self.lose_next -= 1
+            elif self.connections:
                 ws = self.connections[next(self._rr) % len(self.connections)]
                 with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.send_str(json.dumps(envelope))
