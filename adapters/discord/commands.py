@@ -13,7 +13,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from adapters.discord.convert import author_of, describe, key_for
+from adapters.discord.convert import author_of, describe, interaction_key
 from adapters.discord.replying import BROKEN, answer
 from adapters.discord.streaming import MESSAGE_LIMIT, Pacer
 from adapters.discord.targets import NO_MENTIONS, FollowupTarget
@@ -87,7 +87,7 @@ async def ask_command(
 ) -> None:
     prepared = await prepare(describe([image] if image else []))
     message = Message(
-        key=key_for(interaction.channel, interaction.guild_id),
+        key=interaction_key(interaction),
         id=f"i{interaction.id}",
         author=author_of(interaction.user),
         text=prompt + prepared.text,
@@ -103,7 +103,7 @@ async def run_command(
     engine: Engine, interaction: discord.Interaction, name: str, args: str, *, ephemeral: bool
 ) -> None:
     await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-    key = key_for(interaction.channel, interaction.guild_id)
+    key = interaction_key(interaction)
     try:
         result = await engine.command(
             key, author_of(interaction.user), name, args, is_group=interaction.guild_id is not None

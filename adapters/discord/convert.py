@@ -23,6 +23,15 @@ def key_for(channel: object, guild_id: int | None) -> ConversationKey:
     return ConversationKey(PLATFORM, str(guild_id), str(getattr(channel, "id", "")))
 
 
+def interaction_key(interaction: discord.Interaction) -> ConversationKey:
+    """The conversation a slash command was used in (the channel may be only partly known)."""
+    channel = interaction.channel
+    if channel is None or isinstance(channel, discord.PartialMessageable):
+        space = "" if interaction.guild_id is None else str(interaction.guild_id)
+        return ConversationKey(PLATFORM, space, str(interaction.channel_id))
+    return key_for(channel, interaction.guild_id)
+
+
 def author_of(user: discord.abc.User) -> Author:
     return Author(str(user.id), user.display_name, user.bot)
 

@@ -255,9 +255,9 @@ class Pacer:
         else:
             at = bucket.free_at(now)
         if stream.target.counts_global:
-            # Growth may use only half the global budget, so when many replies finish at
-            # once (or start showing text) their requests find the other half waiting.
-            keep = 0 if prio <= Priority.FIRST else self._global.limit // 2
+            # Growth may use only a third of the global budget, so when many replies finish
+            # at once (or start showing text) their requests find the rest waiting.
+            keep = 0 if prio <= Priority.FIRST else self._global.limit * 2 // 3
             at = max(at, self._global.free_at(now, keep=keep))
         return at
 

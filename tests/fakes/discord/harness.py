@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from adapters.discord import DiscordAdapter
@@ -31,9 +30,9 @@ class Running:
         self.task = task
 
     async def stop(self) -> None:
+        """Close the adapter; `run()` must then return on its own, without an error."""
         await self.adapter.close()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(self.task, 5)
+        await asyncio.wait_for(self.task, 5)
 
 
 async def start_adapter(engine: Engine, fake: FakeDiscord, **overrides: Any) -> Running:
