@@ -38,8 +38,14 @@ class Events:
             if incoming is None or not self._first_sight(incoming):
                 return
             self.rt.names.prefetch(incoming.user)
-        event_id = str(body.get("event_id") or "")
-        if event_id and not await self.rt.engine.claim_event("slack", event_id):
+        claim = self._claim(str(body.get("event_id") or ""))
+        if incoming and incoming.starts_thread:
+            # Seeding is idempotent, so it may overlap the durable claim: one round trip less.
+            thread = incoming.key(incoming.ts)
+            claimed, _ = await asyncio.gather(claim, self.rt.engage(incoming.key(), thread, True))
+        else:
+            claimed = await claim
+        if not claimed:
             return
         if incoming:
             await self._route(incoming)
@@ -47,6 +53,9 @@ class Events:
             await self._edited(body, event)
         else:
             await self._deleted(body, event)
+
+    async def _claim(self, event_id: str) -> bool:
+        return not event_id or await self.rt.engine.claim_event("slack", event_id)
 
     def _first_sight(self, incoming: Incoming) -> bool:
         key = (incoming.channel, incoming.ts)
@@ -62,7 +71,7 @@ class Events:
             await self._answer(incoming, incoming.key(), incoming.thread_ts or incoming.ts)
         elif incoming.from_bot:
             await self._record(incoming, incoming.context_key)
-        elif incoming.mentioned and not incoming.thread_ts:
+        elif incoming.starts_thread:
             thread = incoming.key(incoming.ts)
             # Seed before recording the mention in the channel, so it isn't in the thread twice.
             await self.rt.engage(incoming.key(), thread, seed=True)

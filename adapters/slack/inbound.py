@@ -31,6 +31,11 @@ class Incoming:
         return ConversationKey("slack", self.team, self.channel, thread)
 
     @property
+    def starts_thread(self) -> bool:
+        """A top-level channel mention: its thread becomes a new conversation."""
+        return self.mentioned and not self.thread_ts and not self.is_dm and not self.from_bot
+
+    @property
     def context_key(self) -> ConversationKey:
         """Where this message belongs as context: the DM, its thread, or the channel."""
         return self.key("" if self.is_dm else self.thread_ts)
