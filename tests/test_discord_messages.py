@@ -141,3 +141,28 @@ async def test_long_answer_is_split_with_fences_reopened(
     joined = "".join(parts)
     for i in (0, 60, 119):
         assert f"compute_value({i})" in joined
+
+
+async def test_other_bots_and_the_bots_own_messages_are_not_answered(
+    bot: Running, dc: FakeDiscord, fake_mistral: FakeMistral
+) -> None:
+    other = dc.add_user("otherbot")
+    dc.users[other]["bot"] = True
+    msg = await dc.user_message(dc.general, other, "hey teambot", mention=True)
+    await settle()
+    assert dc.replies_to(msg["id"]) == []
+    assert fake_mistral.requests == []
+    ask = await dc.user_message(dc.general, dc.alice, "and me?", mention=True)
+    await answer_to(bot, dc, ask)
+    assert len(fake_mistral.requests) == 1  # the bot's own reply did not trigger another
+
+
+async def test_slash_ask_and_mentions_share_the_dm_conversation(
+    bot: Running, dc: FakeDiscord, fake_mistral: FakeMistral
+) -> None:
+    dm = dc.dm(dc.alice)
+    first = await dc.user_message(dm, dc.alice, "my name is Zed")
+    await answer_to(bot, dc, first)
+    await dc.slash("ask", {"prompt": "what is my name?"}, user_id=dc.alice, channel_id=dm)
+    await dc.wait_until(lambda: len(fake_mistral.requests) == 2 and bot.adapter.pacer.idle())
+    assert "my name is Zed" in prompt_text(fake_mistral.requests[-1])
