@@ -9,7 +9,8 @@ channel; each mention delivered twice, as app_mention and message; the bot's own
 posts and edits echoed back as events) and FakeMistral streaming 200 tokens at 50/s
 after 0.3 s. The fakes run in this process; the bot's CPU time and peak RSS are read
 from /proc for its own process only. Threads are spread over channels
-(`--per-channel`, default 1).
+(`--per-channel`, default 1). Each N runs `--repeat` bursts in the same bot process
+(default 10 at N=1, 3 at N=10, 1 from N=30) so that small N give real percentiles.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.fakes.mistral import FakeMistral, text_of
 from tests.fakes.slack import FakeSlack
 
 TOKENS = 200
+QUIET = 12.0  # seconds between bursts: the adapter's update budget (8 + 40/min) refills
 QUESTION = re.compile(r"bench question (\d+)$")
 
 
@@ -89,6 +91,7 @@ class Thread:
 @dataclass
 class Result:
     n: int
+    repeat: int = 1
     complete: int = 0
     wall: float = 0.0
     ack_ms: list[float] = field(default_factory=list)
@@ -128,8 +131,8 @@ async def wait_all(fake: FakeSlack, threads: list[Thread], limit: float) -> None
         await asyncio.sleep(0.05)
 
 
-async def run_round(n: int, per_channel: int, limit: float) -> Result:
-    result = Result(n)
+async def run_round(n: int, per_channel: int, limit: float, repeat: int) -> Result:
+    result = Result(n, repeat=repeat)
     mistral = FakeMistral(first_token_delay=0.3, token_interval=0.02, default_tokens=TOKENS)
     slack = FakeSlack(limits=True, ack_timeout=3.0)
     await mistral.start()
@@ -141,7 +144,10 @@ async def run_round(n: int, per_channel: int, limit: float) -> Result:
             warm = Thread(-1, "CWARM", slack.user_message("U1", "CWARM", "<@UBOT> warm up"))
             await wait_all(slack, [warm], 30)
             await asyncio.sleep(1.0)
-            await measure(slack, mistral, process.pid, n, per_channel, limit, result)
+            for rep in range(repeat):
+                await measure(slack, mistral, process.pid, n, per_channel, limit, result, rep)
+                await asyncio.sleep(QUIET)
+            result.cpu_per_reply /= repeat
         finally:
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(process.wait(), 30)
@@ -158,6 +164,7 @@ async def measure(
     per_channel: int,
     limit: float,
     result: Result,
+    rep: int,
 ) -> None:
     first_delivery, first_call = len(slack.hub.deliveries), len(slack.calls)
     first_request, limited = len(mistral.requests), sum(slack.ratelimited.values())
@@ -165,17 +172,17 @@ async def measure(
     started = time.monotonic()
     threads = []
     for i in range(n):
-        channel = f"C{i // per_channel:05d}"
+        channel = f"C{rep}x{i // per_channel:05d}"
         user = ("U1", "U2", "U3")[i % 3]
         threads.append(
             Thread(i, channel, slack.user_message(user, channel, f"<@UBOT> bench question {i}"))
         )
     await wait_all(slack, threads, limit)
-    result.wall = time.monotonic() - started
+    result.wall = max(result.wall, time.monotonic() - started)
     await asyncio.sleep(0.5)
-    result.cpu_per_reply = (cpu_seconds(pid) - cpu) / n
+    result.cpu_per_reply += (cpu_seconds(pid) - cpu) / n
     result.rss_mib = peak_rss_mib(pid)
-    result.ratelimited = sum(slack.ratelimited.values()) - limited
+    result.ratelimited += sum(slack.ratelimited.values()) - limited
     collect(slack, mistral, threads, first_delivery, first_call, first_request, result)
 
 
@@ -221,7 +228,8 @@ def report(r: Result) -> str:
 
     live = sum(1 for u in r.updates if u)
     return (
-        f"| {r.n} | {r.complete}/{r.n} in {r.wall:.1f} s | {pair(r.ack_ms, 1)} | "
+        f"| {r.n} ×{r.repeat} | {r.complete}/{r.n * r.repeat}, {r.wall:.1f} s | "
+        f"{pair(r.ack_ms, 1)} | "
         f"{pair(r.to_request_ms, 1)} | {pair(r.first_visible_ms)} | {pair(r.complete_ms)} | "
         f"{statistics.fmean(r.updates) if r.updates else 0:.1f} ({live} streamed) | "
         f"{r.ratelimited} | {r.cpu_per_reply * 1000:.0f} | "
@@ -230,8 +238,9 @@ def report(r: Result) -> str:
 
 
 HEADER = (
-    "| N | complete | ack ms p50/p99 | mention→model request ms | first token→first text ms "
-    "| last token→complete ms | updates/reply | 429s | CPU ms/reply | RSS MiB at start → peak |\n"
+    "| N ×rounds | complete, slowest round | ack ms p50/p99 | mention→model request ms "
+    "| first token→first text ms | last token→complete ms | updates/reply | 429s "
+    "| CPU ms/reply | RSS MiB at start → peak |\n"
     "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
@@ -239,7 +248,8 @@ HEADER = (
 async def main(args: argparse.Namespace) -> None:
     print(HEADER, flush=True)
     for n in args.n:
-        result = await run_round(n, args.per_channel, args.limit)
+        repeat = args.repeat or max(1, min(10, 30 // n))
+        result = await run_round(n, args.per_channel, args.limit, repeat)
         print(report(result), flush=True)
 
 
@@ -248,6 +258,9 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, nargs="+", default=[1, 10, 50, 500])
     parser.add_argument("--per-channel", type=int, default=1, help="threads per channel")
     parser.add_argument("--limit", type=float, default=600, help="seconds to wait per round")
+    parser.add_argument(
+        "--repeat", type=int, default=0, help="rounds per N (default: 10 at N=1 ... 1 at N>=30)"
+    )
     parser.add_argument("--bot", nargs=5, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.bot:
