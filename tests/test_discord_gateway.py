@@ -100,3 +100,18 @@ async def test_refused_message_content_intent_is_explained_and_bot_still_answers
     finally:
         await running.stop()
         await fake.close()
+
+
+async def test_discord_unreachable_at_start_is_retried(
+    engine, dc: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    dc.outage_logins = 1
+    caplog.set_level(logging.WARNING)
+    running = await start_adapter(engine, dc)
+    try:
+        assert "cannot reach Discord (HTTP 503); retrying" in caplog.text
+        assert [r.status for r in dc.requests_to("GET", "/users/@me")] == [503, 200]
+        msg = await dc.user_message(dc.general, dc.alice, "up again?", mention=True)
+        assert "up again?" in await answer_to(running, dc, msg)
+    finally:
+        await running.stop()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+import aiohttp
 import discord
 import yarl
 
@@ -23,6 +24,21 @@ INTENT_HELP = (
     "Continuing without it: the bot still answers @mentions, replies to it and DMs."
 )
 LAND_TIMEOUT_S = 1.5
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 60.0
+UNREACHABLE = (
+    OSError,
+    aiohttp.ClientError,
+    discord.DiscordServerError,
+    discord.GatewayNotFound,
+    TimeoutError,
+)
+
+
+def _brief(exc: BaseException) -> str:
+    if isinstance(exc, discord.HTTPException):
+        return f"HTTP {exc.status}"
+    return str(exc) or type(exc).__name__
 
 
 def use_endpoints(settings: DiscordSettings) -> None:
@@ -41,14 +57,15 @@ class DiscordAdapter:
         self.settings = settings
         self.pacer = Pacer()
         self.client: TeambotClient | None = None
-        self._closing = False
+        self._closing = asyncio.Event()
         self._ready = asyncio.Event()
 
     async def run(self) -> None:
         """Connect and serve until `close()`."""
         use_endpoints(self.settings)
         message_content = True
-        while not self._closing:
+        delay = RETRY_FIRST_S
+        while not self._closing.is_set():
             client = self.client = TeambotClient(
                 self.engine, self.settings, self.pacer, message_content=message_content
             )
@@ -61,11 +78,21 @@ class DiscordAdapter:
                     raise
                 log.warning(INTENT_HELP)
                 message_content = False
-                await client.close()
             except discord.LoginFailure:
                 log.error("Discord rejected DISCORD_BOT_TOKEN; check it in the Developer Portal")
                 await client.close()
                 raise
+            except UNREACHABLE as exc:
+                # discord.py reconnects by itself once logged in, but not if Discord is
+                # unreachable at start-up; keep trying rather than exit.
+                delay = RETRY_FIRST_S if self._ready.is_set() else delay
+                log.warning("cannot reach Discord (%s); retrying in %.0f s", _brief(exc), delay)
+                await client.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            await client.close()
 
     async def wait_ready(self) -> None:
         """Until the client has received READY (tests and benchmarks wait on this)."""
@@ -76,7 +103,7 @@ class DiscordAdapter:
         return self.client is not None and self.client.reads_content
 
     async def close(self) -> None:
-        self._closing = True
+        self._closing.set()
         # Give replies the engine just finished a moment to land their final edits.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.pacer.drain(), LAND_TIMEOUT_S)

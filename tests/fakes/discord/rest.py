@@ -141,6 +141,10 @@ class Rest:
         )
 
     async def get_me(self, request: web.Request) -> web.Response:
+        if self.fake.outage_logins > 0:
+            self.fake.outage_logins -= 1
+            self._log(request, 503)
+            return _error(503, 0, "upstream connect error")
         denied = self._check_auth(request)
         self._log(request, 401 if denied else 200)
         return denied or _json(self.fake.bot_user)

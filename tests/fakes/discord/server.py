@@ -54,6 +54,7 @@ class FakeDiscord:
         self.rate_limited = 0
         self.injected_429s = 0
         self.pending_429s: dict[str, list[float]] = {}
+        self.outage_logins = 0  # answer this many logins with 503, as during an outage
         self.gateway = Gateway(self)
         self.rest = Rest(self)
         self.owner_id = self.add_user("owner")
