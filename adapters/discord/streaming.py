@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -214,14 +215,24 @@ class Pacer:
     async def _run(self) -> None:
         while True:
             self._wake.clear()
-            delay = self._grant(self.now())
+            try:
+                delay = self._grant(self.now())
+            except Exception:
+                # A bug here must not strand every reply in flight; log it and go on.
+                log.exception("reply pacing failed")
+                delay = 0.5
+            if len(self._buckets) > 512 or (delay is None and not self._streams):
+                self._prune()  # an idle bucket knows nothing a fresh one would not
             if delay is None and not self._streams:
                 delay = 60.0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     def _grant(self, now: float) -> float | None:
-        """Start every request the buckets allow now; return how long until the next one may."""
+        """Start every request the buckets allow now; return how long until the next one may.
+
+        None means nothing is due until a reply changes or a request completes.
+        """
         waiting: list[tuple[Priority, float, ReplyStream]] = []
         for stream in list(self._streams):
             if stream.closed.is_set() and not stream.inflight:
@@ -230,21 +241,34 @@ class Pacer:
             prio = stream.priority()
             if prio is not None:
                 waiting.append((prio, stream.since, stream))
-        wake: float | None = None
-        self._waiting_first = sum(1 for s in self._streams if not s.handles)
-        for stream in self._streams:
-            if not stream.handles and not stream.inflight and not stream.dirty:
-                again = self._maybe_type(stream, now)
-                if again is not None:
-                    wake = again if wake is None else min(wake, again)
+        wake = self._typing_due(now)
         waiting.sort(key=lambda item: (item[0], item[1]))
         for prio, _, stream in waiting:
             at = self._allowed_at(stream, prio, now)
             if at <= now:
                 self._start(stream)
             else:
-                wake = at if wake is None else min(wake, at)
-        return None if wake is None else max(0.0, wake - now)
+                wake = min(wake, at)
+        return None if wake == math.inf else max(0.0, wake - now)
+
+    def _typing_due(self, now: float) -> float:
+        """Send typing for replies still waiting for text; when the next renewal is due."""
+        self._waiting_first = sum(1 for s in self._streams if not s.handles)
+        wake = math.inf
+        for stream in self._streams:
+            if not stream.handles and not stream.inflight and not stream.dirty:
+                again = self._maybe_type(stream, now)
+                if again is not None:
+                    wake = min(wake, again)
+        return wake
+
+    def _prune(self) -> None:
+        """Forget idle buckets (one per channel and per interaction ever answered)."""
+        now = self.now()
+        idle = [k for k, b in self._buckets.items() if b.available(now) == b.limit]
+        for key in idle:
+            del self._buckets[key]
+        self._typing = {k: t for k, t in self._typing.items() if now - t < TYPING_EVERY_S}
 
     def _allowed_at(self, stream: ReplyStream, prio: Priority, now: float) -> float:
         bucket = self._bucket(stream.target.bucket)
