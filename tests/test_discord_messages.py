@@ -166,3 +166,13 @@ async def test_slash_ask_and_mentions_share_the_dm_conversation(
     await dc.slash("ask", {"prompt": "what is my name?"}, user_id=dc.alice, channel_id=dm)
     await dc.wait_until(lambda: len(fake_mistral.requests) == 2 and bot.adapter.pacer.idle())
     assert "my name is Zed" in prompt_text(fake_mistral.requests[-1])
+
+
+async def test_mentioning_the_bots_role_counts_as_mentioning_the_bot(
+    bot: Running, dc: FakeDiscord, fake_mistral: FakeMistral
+) -> None:
+    msg = await dc.user_message(dc.general, dc.alice, f"<@&{dc.bot_role_id}> role ping")
+    assert await answer_to(bot, dc, msg) == "echo: [alice]: role ping"
+    other = await dc.user_message(dc.general, dc.alice, "<@&424242424242424242> not us")
+    await settle()
+    assert dc.replies_to(other["id"]) == []

@@ -12,6 +12,7 @@ from bot.types import Author, ConversationKey, Message
 
 PLATFORM = "discord"
 _MENTION = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
 
 
 def key_for(channel: object, guild_id: int | None) -> ConversationKey:
@@ -46,7 +47,17 @@ def clean_text(message: discord.Message, bot_id: int) -> str:
             return ""
         return f"@{names[uid]}" if uid in names else match.group(0)
 
-    return re.sub(r"[ \t]{2,}", " ", _MENTION.sub(swap, message.content)).strip()
+    text = _MENTION.sub(swap, message.content)
+    own_role = _own_role_id(message)
+    if own_role is not None:
+        text = text.replace(f"<@&{own_role}>", "")
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def _own_role_id(message: discord.Message) -> int | None:
+    """The bot's managed role, which people often @mention instead of the bot itself."""
+    role = message.guild.self_role if message.guild is not None else None
+    return role.id if role is not None else None
 
 
 def addressed_to_bot(message: discord.Message, bot_id: int) -> bool:
@@ -54,6 +65,9 @@ def addressed_to_bot(message: discord.Message, bot_id: int) -> bool:
     if message.guild is None:
         return True
     if any(user.id == bot_id for user in message.mentions):
+        return True
+    own_role = _own_role_id(message)
+    if own_role is not None and own_role in message.raw_role_mentions:
         return True
     ref = message.reference
     resolved = ref.resolved if ref is not None else None

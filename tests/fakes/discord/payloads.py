@@ -99,6 +99,7 @@ def guild(
     channels: list[dict[str, Any]],
     threads: list[dict[str, Any]],
     members: list[dict[str, Any]],
+    roles: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
     everyone = {
         "id": gid,
@@ -127,7 +128,7 @@ def guild(
         "premium_tier": 0,
         "preferred_locale": "en-US",
         "features": [],
-        "roles": [everyone],
+        "roles": [everyone, *roles],
         "emojis": [],
         "stickers": [],
         "channels": channels,
@@ -143,6 +144,22 @@ def guild(
         "unavailable": False,
         "joined_at": "2024-01-01T00:00:00+00:00",
         "system_channel_flags": 0,
+    }
+
+
+def bot_role(rid: str, name: str, bot_id: str) -> dict[str, Any]:
+    """The role Discord creates for a bot when it joins (mentionable as <@&id>)."""
+    return {
+        "id": rid,
+        "name": name,
+        "permissions": ALL_PERMISSIONS,
+        "position": 1,
+        "color": 0,
+        "hoist": False,
+        "managed": True,
+        "mentionable": True,
+        "flags": 0,
+        "tags": {"bot_id": bot_id},
     }
 
 

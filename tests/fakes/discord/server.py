@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,7 @@ class FakeDiscord:
         self.bot_user = payloads.user(self.bot_id, "teambot", bot=True)
         self.users: dict[str, dict[str, Any]] = {self.bot_id: self.bot_user}
         self.guild_id = payloads.snowflake()
+        self.bot_role_id = payloads.snowflake()
         self.guilds: dict[str, dict[str, Any]] = {
             self.guild_id: {"name": "Team", "channels": {}, "threads": {}}
         }
@@ -101,7 +103,11 @@ class FakeDiscord:
 
     def guild_payload(self, gid: str) -> dict[str, Any]:
         g = self.guilds[gid]
-        members = [payloads.member(u) for u in self.users.values()]
+        members = [
+            payloads.member(u, [self.bot_role_id] if uid == self.bot_id else [])
+            for uid, u in self.users.items()
+        ]
+        roles = [payloads.bot_role(self.bot_role_id, "teambot", self.bot_id)]
         return payloads.guild(
             gid,
             g["name"],
@@ -109,6 +115,7 @@ class FakeDiscord:
             list(g["channels"].values()),
             list(g["threads"].values()),
             members,
+            roles,
         )
 
     # -- lifecycle --------------------------------------------------------------
@@ -204,9 +211,8 @@ class FakeDiscord:
             }
         mentions = self._mentions(content)
         if referenced is not None and referenced["author"] not in mentions:
-            mentions.append(
-                referenced["author"]
-            )  # Discord's client pings the replied user by default
+            # Discord's client pings the replied-to user by default.
+            mentions.append(referenced["author"])
         data = self._message_payload(
             channel_id,
             author_id,
@@ -216,6 +222,7 @@ class FakeDiscord:
             reference=reference,
             referenced=referenced,
         )
+        data["mention_roles"] = re.findall(r"<@&(\d+)>", content)
         self.messages[data["id"]] = data
         await self.gateway.dispatch("MESSAGE_CREATE", data)
         return data
