@@ -10,7 +10,8 @@ posts and edits echoed back as events) and FakeMistral streaming 200 tokens at 5
 after 0.3 s. The fakes run in this process; the bot's CPU time and peak RSS are read
 from /proc for its own process only. Threads are spread over channels
 (`--per-channel`, default 1). Each N runs `--repeat` bursts in the same bot process
-(default 10 at N=1, 3 at N=10, 1 from N=30) so that small N give real percentiles.
+(default 10 at N=1, 3 at N=10 and N=50, else 1) with 12 s of quiet between bursts, so
+that small N give real percentiles.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ HEADER = (
 async def main(args: argparse.Namespace) -> None:
     print(HEADER, flush=True)
     for n in args.n:
-        repeat = args.repeat or max(1, min(10, 30 // n))
+        repeat = args.repeat or {1: 10, 10: 3, 50: 3}.get(n, 1)
         result = await run_round(n, args.per_channel, args.limit, repeat)
         print(report(result), flush=True)
 
@@ -259,7 +260,10 @@ if __name__ == "__main__":
     parser.add_argument("--per-channel", type=int, default=1, help="threads per channel")
     parser.add_argument("--limit", type=float, default=600, help="seconds to wait per round")
     parser.add_argument(
-        "--repeat", type=int, default=0, help="rounds per N (default: 10 at N=1 ... 1 at N>=30)"
+        "--repeat",
+        type=int,
+        default=0,
+        help="rounds per N (default: 10, 3, 3 at N=1, 10, 50; else 1)",
     )
     parser.add_argument("--bot", nargs=5, help=argparse.SUPPRESS)
     parsed = parser.parse_args()

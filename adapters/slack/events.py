@@ -32,6 +32,8 @@ class Events:
         event = body.get("event") or {}
         subtype = event.get("subtype")
         incoming = None
+        if subtype == "message_changed" and self._own(event.get("message") or {}):
+            return  # our own streaming edits echo back; not worth a database write
         if subtype not in ("message_changed", "message_deleted"):
             incoming = parse(body, self.rt.bot_user_id, self.rt.bot_id)
             # The twin of a mention we already have costs no database write.
@@ -53,6 +55,12 @@ class Events:
             await self._edited(body, event)
         else:
             await self._deleted(body, event)
+
+    def _own(self, message: dict[str, Any]) -> bool:
+        bot = self.rt.bot_id
+        return (bool(bot) and message.get("bot_id") == bot) or message.get(
+            "user"
+        ) == self.rt.bot_user_id
 
     async def _claim(self, event_id: str) -> bool:
         return not event_id or await self.rt.engine.claim_event("slack", event_id)
@@ -134,8 +142,6 @@ class Events:
 
     async def _edited(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         message = event.get("message") or {}
-        if message.get("bot_id") or message.get("user") == self.rt.bot_user_id:
-            return  # our own streaming edits echo back
         incoming = parse(
             {
                 **body,
