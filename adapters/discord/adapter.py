@@ -11,7 +11,7 @@ import discord
 import yarl
 
 from adapters.discord.client import TeambotClient
-from adapters.discord.streaming import Pacer
+from adapters.discord.pacer import Pacer
 from bot.config import DiscordSettings
 from bot.engine import Engine
 

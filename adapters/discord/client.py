@@ -12,8 +12,8 @@ from discord import app_commands
 
 from adapters.discord.commands import install
 from adapters.discord.convert import PLATFORM, addressed_to_bot, clean_text, key_for, to_message
+from adapters.discord.pacer import Pacer
 from adapters.discord.replying import answer
-from adapters.discord.streaming import Pacer
 from adapters.discord.sync import sync_if_changed
 from adapters.discord.targets import NO_MENTIONS, ChannelTarget
 from bot.config import DiscordSettings

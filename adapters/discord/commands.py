@@ -14,8 +14,9 @@ import discord
 from discord import app_commands
 
 from adapters.discord.convert import author_of, describe, interaction_key
+from adapters.discord.pacer import Pacer
 from adapters.discord.replying import BROKEN, answer
-from adapters.discord.streaming import MESSAGE_LIMIT, Pacer
+from adapters.discord.streaming import MESSAGE_LIMIT
 from adapters.discord.targets import NO_MENTIONS, FollowupTarget
 from bot.attachments import prepare
 from bot.engine import Engine

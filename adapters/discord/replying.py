@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from adapters.discord.streaming import Attachment, Pacer, Target
+from adapters.discord.pacer import Pacer
+from adapters.discord.streaming import Attachment, Target
 from bot.engine import Engine
 from bot.types import Message, ReplyDone, ReplyFailed, TextDelta
 
