@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bot.errors import ContextTooLong, ModelRateLimited
+from bot.errors import ContextTooLong, ModelRateLimited, ModelUnavailable, StreamCut
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord.fixtures import answer_to, bot, dc
 from tests.fakes.discord.harness import Running
-from tests.fakes.mistral import Error, FakeMistral, error_body
+from tests.fakes.mistral import Disconnect, Error, FakeMistral, error_body
 from tests.helpers import prompt_text
 
 pytestmark = pytest.mark.timeout(30)
@@ -70,3 +70,20 @@ async def test_context_too_long_is_one_short_sentence(
     fake_mistral.enqueue(Error(400, body), Error(400, body))
     msg = await dc.user_message(dc.general, dc.alice, "huge question", mention=True)
     assert await answer_to(bot, dc, msg) == ContextTooLong.user_message
+
+
+async def test_model_down_is_one_short_sentence(
+    bot: Running, dc: FakeDiscord, fake_mistral: FakeMistral
+) -> None:
+    fake_mistral.enqueue(*[Error(503, error_body("down", "server_error"))] * 50)
+    msg = await dc.user_message(dc.general, dc.alice, "anyone?", mention=True)
+    assert await answer_to(bot, dc, msg) == ModelUnavailable.user_message
+
+
+async def test_answer_cut_mid_stream_keeps_its_text_and_says_so(
+    bot: Running, dc: FakeDiscord, fake_mistral: FakeMistral
+) -> None:
+    fake_mistral.enqueue(Disconnect(after_text="The first half of"))
+    msg = await dc.user_message(dc.general, dc.alice, "tell me", mention=True)
+    text = await answer_to(bot, dc, msg)
+    assert text == f"The first half of\n\n*({StreamCut.user_message})*"
