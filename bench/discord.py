@@ -117,7 +117,7 @@ class TaggedMistral(FakeMistral):
         self.last_token_times = _Stamps(self.last, first_only=False)
 
     def _default_reply(self, body: dict[str, Any]) -> Reply:
-        reply: Reply = super()._default_reply(body)  # type: ignore[misc]
+        reply: Reply = super()._default_reply(body)
         users = [m for m in body["messages"] if m.get("role") == "user"]
         match = QUESTION.search(text_of(users[-1].get("content")) if users else "")
         if match:
@@ -211,8 +211,8 @@ async def _measure(
     deadline = time.perf_counter() + 120 + n
     while len(done) < n and time.perf_counter() < deadline:
         for conv, (mid, _) in asked.items():
-            if conv not in done and (at := _complete(fake, model, conv, mid)) is not None:
-                done[conv] = at
+            if conv not in done and (seen := _complete(fake, model, conv, mid)) is not None:
+                done[conv] = seen
         await asyncio.sleep(0.01)
     result = Result(n, wall=time.perf_counter() - started)
     result.cpu_per_reply = (cpu_seconds(pid) - cpu_before) / n

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.engine import Engine
 from tests.conftest import EngineFactory
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord.fixtures import answer_to, bot, dc, settle
@@ -79,7 +80,7 @@ async def test_commands_sync_to_configured_guilds_when_the_set_changes(
 
 
 async def test_refused_message_content_intent_is_explained_and_bot_still_answers(
-    engine, fake_mistral: FakeMistral, caplog: pytest.LogCaptureFixture
+    engine: Engine, fake_mistral: FakeMistral, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = FakeDiscord(message_content_allowed=False)
     await fake.start()
@@ -103,7 +104,7 @@ async def test_refused_message_content_intent_is_explained_and_bot_still_answers
 
 
 async def test_discord_unreachable_at_start_is_retried(
-    engine, dc: FakeDiscord, caplog: pytest.LogCaptureFixture
+    engine: Engine, dc: FakeDiscord, caplog: pytest.LogCaptureFixture
 ) -> None:
     dc.outage_logins = 1
     caplog.set_level(logging.WARNING)

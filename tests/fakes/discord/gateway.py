@@ -74,7 +74,7 @@ class Gateway:
         return ws
 
     async def _on_frame(self, ws: web.WebSocketResponse, path: str, frame: dict[str, Any]) -> None:
-        op, data = frame.get("op"), frame.get("d")
+        op, data = frame.get("op"), frame.get("d") or {}
         if op == 1:
             self.heartbeats += 1
             await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))

@@ -6,7 +6,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from tests.fakes.discord import payloads
 from tests.fakes.discord.ratelimit import too_many
@@ -102,16 +102,18 @@ class Rest:
         self.fake.log_request(request.method, request.path, status)
 
     @staticmethod
-    async def _body(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+    async def _body(request: web.Request) -> tuple[Any, dict[str, bytes]]:
+        """The JSON payload (dict, or list for command sync) and any uploaded files."""
         files: dict[str, bytes] = {}
         if request.content_type.startswith("multipart/"):
             payload: dict[str, Any] = {}
             reader = await request.multipart()
-            async for part in reader:  # type: ignore[union-attr]
+            while (part := await reader.next()) is not None:
+                assert isinstance(part, BodyPartReader)
                 if part.name == "payload_json":
-                    payload = json.loads(await part.text())  # type: ignore[union-attr]
+                    payload = json.loads(await part.text())
                 else:
-                    files[part.filename or part.name or "file"] = bytes(await part.read())  # type: ignore[union-attr]
+                    files[part.filename or part.name or "file"] = bytes(await part.read())
             return payload, files
         raw = await request.read()
         return (json.loads(raw) if raw else {}), files

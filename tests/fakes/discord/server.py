@@ -193,12 +193,12 @@ class FakeDiscord:
         """A person posts; `mention` prefixes the bot's @mention like Discord's client does."""
         content = f"<@{self.bot_id}> {text}" if mention else text
         files = []
-        for name, mime, data in attachments:
+        for name, mime, blob in attachments:
             aid = payloads.snowflake()
-            self.files[aid] = (name, data)
+            self.files[aid] = (name, blob)
             files.append(
                 payloads.attachment(
-                    aid, name, mime, len(data), f"{self.base}/attachments/{aid}/{name}"
+                    aid, name, mime, len(blob), f"{self.base}/attachments/{aid}/{name}"
                 )
             )
         reference = referenced = None
