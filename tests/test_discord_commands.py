@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -139,3 +140,14 @@ async def test_reasoning_show_posts_thinking_as_a_file_only_when_asked(
     assert fake_mistral.requests[-1]["reasoning_effort"] == "high"  # the channel default
     [reply] = dc.replies_to(second["id"])
     assert reply.files == {"thinking.md": b"step one, step two"}
+
+
+async def test_an_interaction_too_old_to_answer_is_one_log_line(
+    bot: Running, dc: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    record = await dc.slash("usage", user_id=dc.alice, channel_id=dc.general, age=3.5)
+    await dc.wait_until(lambda: "Discord refused the response" in caplog.text, what="a log line")
+    [line] = [r for r in caplog.records if "Discord refused" in r.getMessage()]
+    assert "HTTP 404, code 10062" in line.getMessage() and line.exc_info is None
+    assert record.callbacks == [] and record.followups == []

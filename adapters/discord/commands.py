@@ -30,6 +30,7 @@ REASONING_CHOICES = [app_commands.Choice(name=v, value=v) for v in ("on", "off",
 
 def install(tree: app_commands.CommandTree[Any], engine: Engine, pacer: Pacer) -> None:
     """Add teambot's commands to `tree`."""
+    tree.error(on_command_error)
 
     @tree.command(name="ask", description="Ask the bot a question")
     @app_commands.describe(
@@ -76,6 +77,20 @@ def install(tree: app_commands.CommandTree[Any], engine: Engine, pacer: Pacer) -
     @tree.command(name="help", description="What I can do")
     async def help_cmd(interaction: discord.Interaction) -> None:
         await run_command(engine, interaction, "help", "", ephemeral=True)
+
+
+async def on_command_error(
+    interaction: discord.Interaction, error: app_commands.AppCommandError
+) -> None:
+    """Discord refusing a response (e.g. a command acknowledged after 3 s) is one log line."""
+    name = interaction.command.name if interaction.command else "?"
+    cause = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(cause, discord.HTTPException):
+        log.warning(
+            "/%s: Discord refused the response (HTTP %s, code %s)", name, cause.status, cause.code
+        )
+    else:
+        log.error("/%s failed", name, exc_info=cause)
 
 
 async def ask_command(

@@ -248,6 +248,7 @@ class FakeDiscord:
         *,
         user_id: str,
         channel_id: str,
+        age: float = 0.0,
     ) -> InteractionRecord:
         """A person runs a slash command. Attachment options are (filename, mime, bytes)."""
         iid, token = payloads.snowflake(), f"itoken-{payloads.snowflake()}"
@@ -284,6 +285,7 @@ class FakeDiscord:
             data["user"] = self.users[user_id]
             data["context"] = 1
         record = InteractionRecord(iid, token, name, channel_id, user_id)
+        record.created -= age  # as if Discord had sent it `age` seconds ago
         self.interactions[token] = record
         await self.gateway.dispatch("INTERACTION_CREATE", data)
         return record
