@@ -41,6 +41,15 @@ def _brief(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _not_about_voice(record: logging.LogRecord) -> bool:
+    # The bot never joins voice, so discord.py's start-up warnings about voice libraries
+    # would only alarm operators.
+    return "voice will NOT be supported" not in record.getMessage()
+
+
+logging.getLogger("discord.client").addFilter(_not_about_voice)
+
+
 def use_endpoints(settings: DiscordSettings) -> None:
     """Point discord.py at the configured REST base and gateway (proxies, or a test fake).
 
