@@ -10,7 +10,7 @@ posts and edits echoed back as events) and FakeMistral streaming 200 tokens at 5
 after 0.3 s. The fakes run in this process; the bot's CPU time and peak RSS are read
 from /proc for its own process only. Threads are spread over channels
 (`--per-channel`, default 1). Each N runs `--repeat` bursts in the same bot process
-(default 10 at N=1, 3 at N=10 and N=50, else 1) with 12 s of quiet between bursts, so
+(default 10 at N=1, 3 at N=10 and N=50, else 1) with 20 s of quiet between bursts, so
 that small N give real percentiles.
 """
 
@@ -32,7 +32,7 @@ from tests.fakes.mistral import FakeMistral, text_of
 from tests.fakes.slack import FakeSlack
 
 TOKENS = 200
-QUIET = 12.0  # seconds between bursts: the adapter's update budget (8 + 40/min) refills
+QUIET = 20.0  # seconds between bursts: the adapter's update budget (12 + 38/min) refills
 QUESTION = re.compile(r"bench question (\d+)$")
 
 

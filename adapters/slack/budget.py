@@ -3,7 +3,8 @@
 Slack limits each method per workspace (chat.update: Tier 3, about 50 a minute),
 and chat.postMessage to about one a second per channel. Every reply in flight draws
 from the same buckets. A token bucket of capacity C refilling at r per second sends
-at most C + 60·r calls in any minute, so 8 + 40 stays under Slack's 50.
+at most C + 60·r calls in any minute, so 12 + 38 stays under Slack's 50; the burst of 12
+lets about ten replies that start together all stream.
 
 Final updates (the complete answer) queue in FIFO order and always get a token;
 interim streaming updates only take one when enough is left for the finals of every
@@ -54,7 +55,7 @@ class Budgets:
     """Every rate-limited method the adapter uses, for one workspace."""
 
     def __init__(self) -> None:
-        self.update = Bucket(8, 40)
+        self.update = Bucket(12, 38)
         self.stream_edges = Bucket(4, 15)  # chat.startStream + chat.stopStream (Tier 2)
         self.stream_append = Bucket(10, 80)  # chat.appendStream (Tier 4)
         self._channels: dict[str, Bucket] = {}
