@@ -185,3 +185,29 @@ async def test_bare_mention_still_gets_an_answer(slack: Harness, fake_mistral: F
     text = await slack.reply_in("C1", ts)
     assert text  # the engine turns an empty question into something answerable
     assert len(slack.replies("C1", ts)) == 1
+
+
+async def test_other_bots_are_context_but_never_answered(
+    slack: Harness, fake_mistral: FakeMistral
+) -> None:
+    fake = slack.fake
+    ts = fake.add_user_message("B2", "C1", f"{BOT} build 42 failed")
+    event = {
+        "type": "message",
+        "subtype": "bot_message",
+        "channel": "C1",
+        "bot_id": "B2",
+        "username": "ci",
+        "text": f"{BOT} build 42 failed",
+        "ts": ts,
+        "event_ts": ts,
+        "team": fake.team_id,
+        "channel_type": "channel",
+    }
+    fake.deliver_event(event)
+    fake.deliver_event(dict(event, type="app_mention"))
+    await slack.idle()
+    assert fake_mistral.requests == [] and fake.bot_messages("C1", ts) == []
+    asked = fake.user_message("U1", "C1", f"{BOT} why did the build fail?")
+    await slack.reply_in("C1", asked)
+    assert "[ci]: build 42 failed" in prompt(fake_mistral)

@@ -16,7 +16,7 @@ from adapters.slack import render
 from adapters.slack.inbound import Incoming, attachments, file_meta, parse
 from adapters.slack.runtime import Runtime
 from bot.attachments import prepare
-from bot.types import ConversationKey, Message
+from bot.types import Author, ConversationKey, Message
 
 log = logging.getLogger("teambot.slack")
 
@@ -39,7 +39,8 @@ class Events:
             # The twin of a mention we already have costs no database write.
             if incoming is None or not self._first_sight(incoming):
                 return
-            self.rt.names.prefetch(incoming.user)
+            if not incoming.from_bot:
+                self.rt.names.prefetch(incoming.user)
         claim = self._claim(str(body.get("event_id") or ""))
         if incoming and incoming.starts_thread:
             # Seeding is idempotent, so it may overlap the durable claim: one round trip less.
@@ -116,7 +117,10 @@ class Events:
         text = await self._text(incoming)
         if not text and not incoming.files:
             return
-        author = await self.rt.author(incoming.user)
+        if incoming.from_bot:
+            author = Author(incoming.user, incoming.bot_name or incoming.user, is_bot=True)
+        else:
+            author = await self.rt.author(incoming.user)
         names = ", ".join(str(f.get("name", "file")) for f in incoming.files)
         if names:
             text = f"{text}\n[attached: {names}]".strip()

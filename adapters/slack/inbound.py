@@ -26,6 +26,7 @@ class Incoming:
     is_dm: bool
     mentioned: bool
     from_bot: bool
+    bot_name: str = ""
 
     def key(self, thread: str = "") -> ConversationKey:
         return ConversationKey("slack", self.team, self.channel, thread)
@@ -69,6 +70,7 @@ def parse(body: dict[str, Any], bot_user_id: str, bot_id: str) -> Incoming | Non
         is_dm=is_dm,
         mentioned=f"<@{bot_user_id}>" in text,
         from_bot=bool(other_bot) or event.get("subtype") == "bot_message",
+        bot_name=str(event.get("username") or (event.get("bot_profile") or {}).get("name") or ""),
     )
 
 
