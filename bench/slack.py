@@ -210,9 +210,10 @@ def collect(
     updates = [c for c in slack.calls[first_call:] if c.method == "chat.update" and c.ok]
     for thread in threads:
         messages = slack.bot_messages(thread.channel, thread.ts)
-        j = request_of.get(thread.index)
-        if not messages or j is None or not done(slack, thread):
+        found = request_of.get(thread.index)
+        if not messages or found is None or not done(slack, thread):
             continue
+        j = found
         result.complete += 1
         stamps = {m.ts for m in messages}
         result.updates.append(sum(1 for c in updates if c.args.get("ts") in stamps))

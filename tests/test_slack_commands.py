@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Any
 
+from tests.conftest import EngineFactory
 from tests.fakes.mistral import FakeMistral, Reply, text_of
 from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.fixtures import (  # noqa: F401
@@ -20,7 +22,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 async def command(
     harness: Harness, name: str, text: str = "", user: str = "U1", channel: str = "C1"
-) -> dict:
+) -> dict[str, Any]:
     before = len(harness.fake.responses)
     harness.fake.slash_command(name, text, user, channel)
     await harness.wait_for(lambda: len(harness.fake.responses) > before, f"{name} response")
@@ -40,7 +42,7 @@ async def test_help_and_usage_are_private_and_acked(slack: Harness) -> None:
 
 
 async def test_system_in_a_channel_is_for_admins_and_new_threads_follow_it(
-    fake_slack: FakeSlack, make_engine, fake_mistral: FakeMistral
+    fake_slack: FakeSlack, make_engine: EngineFactory, fake_mistral: FakeMistral
 ) -> None:
     harness = Harness(fake_slack, await make_engine(admin_ids=frozenset({"U1"})))
     await harness.start()

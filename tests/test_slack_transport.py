@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.conftest import EngineFactory
 from tests.fakes.mistral import FakeMistral, text_of
 from tests.fakes.slack import FakeSlack, post_signed, sign
 from tests.fakes.slack.fixtures import (  # noqa: F401
@@ -123,7 +124,7 @@ async def test_http_signatures_are_verified(slack_http: Harness, fake_mistral: F
 
 
 async def test_restart_keeps_thread_context(
-    fake_slack: FakeSlack, make_engine, fake_mistral: FakeMistral, tmp_path: Path
+    fake_slack: FakeSlack, make_engine: EngineFactory, fake_mistral: FakeMistral, tmp_path: Path
 ) -> None:
     db = tmp_path / "restart.db"
     harness = Harness(fake_slack, await make_engine(db))
