@@ -211,3 +211,13 @@ async def test_other_bots_are_context_but_never_answered(
     asked = fake.user_message("U1", "C1", f"{BOT} why did the build fail?")
     await slack.reply_in("C1", asked)
     assert "[ci]: build 42 failed" in prompt(fake_mistral)
+
+
+async def test_a_broken_database_still_gets_a_short_apology(
+    slack: Harness, fake_mistral: FakeMistral
+) -> None:
+    await slack.engine.store.aclose()  # every store call fails from here on
+    ts = slack.fake.user_message("U1", "C1", f"{BOT} are you there?")
+    text = await slack.reply_in("C1", ts)
+    assert text == "Sorry, something went wrong while answering; the details are in the bot's log."
+    assert fake_mistral.requests == []

@@ -15,6 +15,7 @@ from typing import Any
 from adapters.slack import render
 from adapters.slack.inbound import Incoming, attachments, file_meta, parse
 from adapters.slack.runtime import Runtime
+from adapters.slack.writer import FAILED
 from bot.attachments import prepare
 from bot.types import Author, ConversationKey, Message
 
@@ -31,31 +32,37 @@ class Events:
     async def handle(self, body: dict[str, Any]) -> None:
         event = body.get("event") or {}
         subtype = event.get("subtype")
-        incoming = None
-        if subtype == "message_changed" and self._own(event.get("message") or {}):
-            return  # our own streaming edits echo back; not worth a database write
-        if subtype not in ("message_changed", "message_deleted"):
+        event_id = str(body.get("event_id") or "")
+        if subtype == "message_changed":
+            if not self._own(event.get("message") or {}) and await self._claim(event_id):
+                await self._edited(body, event)
+        elif subtype == "message_deleted":
+            if await self._claim(event_id):
+                await self._deleted(body, event)
+        else:
             incoming = parse(body, self.rt.bot_user_id, self.rt.bot_id)
             # The twin of a mention we already have costs no database write.
-            if incoming is None or not self._first_sight(incoming):
-                return
-            if not incoming.from_bot:
-                self.rt.names.prefetch(incoming.user)
-        claim = self._claim(str(body.get("event_id") or ""))
-        if incoming and incoming.starts_thread:
-            # Seeding is idempotent, so it may overlap the durable claim: one round trip less.
-            thread = incoming.key(incoming.ts)
-            claimed, _ = await asyncio.gather(claim, self.rt.engage(incoming.key(), thread, True))
-        else:
-            claimed = await claim
-        if not claimed:
-            return
-        if incoming:
-            await self._route(incoming)
-        elif subtype == "message_changed":
-            await self._edited(body, event)
-        else:
-            await self._deleted(body, event)
+            if incoming is not None and self._first_sight(incoming):
+                await self._message(incoming, event_id)
+
+    async def _message(self, incoming: Incoming, event_id: str) -> None:
+        if not incoming.from_bot:
+            self.rt.names.prefetch(incoming.user)
+        try:
+            if incoming.starts_thread:
+                # Seeding is idempotent, so it may overlap the durable claim: one round trip less.
+                thread = incoming.key(incoming.ts)
+                engaging = self.rt.engage(incoming.key(), thread, True)
+                claimed, _ = await asyncio.gather(self._claim(event_id), engaging)
+            else:
+                claimed = await self._claim(event_id)
+            if claimed:
+                await self._route(incoming)
+        except Exception:
+            log.exception("handling %s in %s failed", incoming.ts, incoming.channel)
+            if (incoming.is_dm or incoming.mentioned) and not incoming.from_bot:
+                place = self.rt.place_for(incoming, incoming.thread_ts or incoming.ts)
+                await self.rt.say(place, FAILED)
 
     def _own(self, message: dict[str, Any]) -> bool:
         bot = self.rt.bot_id
