@@ -25,7 +25,8 @@ from typing import NoReturn
 from slack_sdk.errors import SlackApiError
 
 from adapters.slack.api import SlackApi, error_code
-from adapters.slack.render import neutralise, quote, stable_prefix
+from adapters.slack.render import neutralise, quote
+from adapters.slack.stream import NativeStream
 from bot.text import split_markdown
 from bot.types import ReplyDone, ReplyEvent, ReplyFailed, TextDelta, ThinkingDelta
 
@@ -66,9 +67,11 @@ class ReplyWriter:
         self.outcome: ReplyDone | ReplyFailed | None = None
         self.shown: list[list[str]] = []  # [ts, neutralised text] per message
         self.limit = LIMIT
-        self.stream_ts = ""
-        self.streamed = ""
-        self.stream_failed = False
+        self.stream = (
+            NativeStream(api, place.channel, place.thread_ts, place.user, place.team)
+            if place.native
+            else None
+        )
         self.last_edit = 0.0
         self.reacted = False
         self._live = False
@@ -100,8 +103,12 @@ class ReplyWriter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._done.wait(), STATUS_RENEW)
 
+    @property
+    def _streaming(self) -> bool:
+        return bool(self.stream and self.stream.ts)
+
     def _visible(self) -> bool:
-        return bool(self.shown or self.stream_ts or self._done.is_set())
+        return bool(self.shown or self._streaming or self._done.is_set())
 
     async def _consume(self, events: AsyncIterator[ReplyEvent]) -> None:
         try:
@@ -129,7 +136,7 @@ class ReplyWriter:
 
     async def _loop(self) -> None:
         while not self._done.is_set():
-            if self.shown or self.stream_ts:
+            if self.shown or self._streaming:
                 delay = self.last_edit + INTERVAL - time.monotonic()
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
@@ -149,7 +156,7 @@ class ReplyWriter:
                     await asyncio.wait_for(self._done.wait(), RETRY)
 
     async def _progress(self) -> None:
-        if self.stream_ts:
+        if self._streaming:
             await self._append_stream()
         elif self.shown:
             await self._edit_live()
@@ -197,63 +204,28 @@ class ReplyWriter:
     # Native streaming (DMs)
 
     async def _start_stream(self) -> bool:
-        place = self.place
-        if not place.native or self.stream_failed or len(self.text) > self.limit:
+        if self.stream is None or self.stream.failed or len(self.text) > self.limit:
             return False
-        rendered = neutralise(stable_prefix(self.text))
-        if not rendered.strip() or not self.api.budgets.stream_edges.try_take(keep=1):
+        if not await self.stream.start(self.text):
             return False
-        try:
-            self.stream_ts = await self.api.start_stream(
-                place.channel, place.thread_ts, rendered, place.user, place.team
-            )
-        except SlackApiError as exc:
-            log.info("native streaming unavailable in %s: %s", place.channel, error_code(exc))
-            self.stream_failed = True
-            return False
-        self.streamed = rendered
         self.last_edit = time.monotonic()
         return True
 
     async def _append_stream(self) -> None:
-        rendered = neutralise(stable_prefix(self.text))
-        if len(self.text) > self.limit or not rendered.startswith(self.streamed):
-            await self._stream_to_edits()
-            return
-        extra = rendered[len(self.streamed) :]
-        if not extra or not self.api.budgets.stream_append.try_take():
-            return
-        try:
-            await self.api.append_stream(self.place.channel, self.stream_ts, extra)
-        except SlackApiError as exc:
-            log.info("stream append failed (%s); switching to edits", error_code(exc))
-            await self._stream_to_edits()
-            return
-        self.streamed = rendered
-        self.last_edit = time.monotonic()
+        assert self.stream is not None
+        sent = await self.stream.append(self.text) if len(self.text) <= self.limit else False
+        if sent:
+            self.last_edit = time.monotonic()
+        elif sent is False:
+            await self.stream.abandon()
+            self._stream_to_edits()
 
-    async def _stream_to_edits(self) -> None:
-        ts, self.stream_ts, self.stream_failed = self.stream_ts, "", True
-        try:
-            await self.api.stop_stream(self.place.channel, ts, "")
-        except SlackApiError as exc:
-            log.info("stream stop failed (%s); editing the message instead", error_code(exc))
-        self.shown = [[ts, self.streamed]]
+    def _stream_to_edits(self) -> None:
+        """The streamed message becomes the first message of the edit path."""
+        assert self.stream is not None
+        self.shown = [[self.stream.ts, self.stream.sent]]
+        self.stream = None
         self._set_live(True)
-
-    async def _stop_stream(self, final: str) -> bool:
-        rendered = neutralise(final)
-        if len(final) > self.limit or not rendered.startswith(self.streamed):
-            return False
-        try:
-            await self.api.stop_stream(
-                self.place.channel, self.stream_ts, rendered[len(self.streamed) :]
-            )
-        except SlackApiError as exc:
-            log.info("stream stop failed (%s); editing the message instead", error_code(exc))
-            return False
-        self.shown, self.stream_ts = [[self.stream_ts, rendered]], ""
-        return True
 
     # When the answer is complete
 
@@ -264,11 +236,13 @@ class ReplyWriter:
                 await self.api.set_status(self.place.channel, self.place.thread_ts, "")
             return
         final = self._final_text(outcome)
-        if self.stream_ts and await self._stop_stream(final):
-            return await self._post_thinking(outcome)
-        if self.stream_ts:
-            self.shown = [[self.stream_ts, self.streamed]]
-            self.stream_ts = ""
+        if self._streaming:
+            assert self.stream is not None
+            if len(final) <= self.limit and await self.stream.finish(final):
+                return await self._post_thinking(outcome)
+            if not self.stream.failed:
+                await self.stream.abandon()
+            self._stream_to_edits()
         for _ in range(8):
             try:
                 await self._sync(final)
