@@ -215,3 +215,18 @@ async def test_slow_model_keeps_the_status_until_text(
     assert slack.replies("C1", ts) == []
     await slack.reply_in("C1", ts)
     assert slack.fake.status[("C1", ts)] == ""  # the reply cleared it
+
+
+async def test_long_dm_answer_leaves_the_stream_and_continues(
+    slack: Harness, fake_mistral: FakeMistral
+) -> None:
+    fake_mistral.token_interval = 0.002
+    answer = words(1100)  # ~7k characters: more than one message
+    fake_mistral.enqueue(Reply(answer))
+    ts = slack.fake.user_message("U1", "D1", "tell me everything")
+    await slack.reply_in("D1", ts)
+    messages = slack.replies("D1", ts)
+    assert len(messages) >= 2 and messages[0].streamed
+    assert not any(m.streaming for m in messages)  # no stream left stuck
+    assert all(len(m.visible) <= 4000 for m in messages)
+    assert " ".join(m.visible for m in messages).split() == answer.split()
