@@ -181,3 +181,14 @@ def test_manifest_declares_what_the_adapter_handles() -> None:
         "reactions:write",
     } <= scopes
     assert "socket_mode_enabled: true" in manifest
+
+
+async def test_bot_token_goes_only_to_slack_hosts(
+    slack: Harness, fake_mistral: FakeMistral
+) -> None:
+    image = slack.fake.add_file("elsewhere.png", "image/png", PNG)
+    image["url_private"] = image["url_private_download"] = "http://localhost:9/steal.png"
+    ts = slack.fake.user_message("U1", "D1", "look", files=[image])
+    await slack.reply_in("D1", ts)
+    note = slack.replies("D1", ts)[0].visible
+    assert "Couldn't download elsewhere.png" in note

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
@@ -16,6 +17,9 @@ from bot.engine import Engine
 from bot.types import Author, ConversationKey, Message
 
 log = logging.getLogger("teambot.slack")
+
+
+SLACK_FILE_HOSTS = (".slack.com", ".slack-gov.com", ".slack-edge.com")
 
 
 class DownloadError(Exception):
@@ -38,11 +42,19 @@ class Runtime:
         """A private file, with the bot token (without it Slack serves a login page)."""
         if self.session is None or not url:
             raise DownloadError("no download URL")
+        if not self._trusted(url):
+            raise DownloadError(f"not a Slack file URL: {urlsplit(url).hostname}")
         headers = {"Authorization": f"Bearer {self.bot_token}"}
         async with self.session.get(url, headers=headers) as response:
             if response.status != 200:
                 raise DownloadError(f"HTTP {response.status}")
             return await response.read()
+
+    def _trusted(self, url: str) -> bool:
+        """Only Slack (or the configured API host) ever sees the bot token."""
+        host = (urlsplit(url).hostname or "").lower()
+        api_host = (urlsplit(str(self.client.base_url)).hostname or "").lower()
+        return host == api_host or host.endswith(SLACK_FILE_HOSTS)
 
     async def engage(self, channel: ConversationKey, thread: ConversationKey, seed: bool) -> None:
         """Make a thread a conversation: channel context first, channel settings as defaults.
