@@ -192,3 +192,15 @@ async def test_bot_token_goes_only_to_slack_hosts(
     await slack.reply_in("D1", ts)
     note = slack.replies("D1", ts)[0].visible
     assert "Couldn't download elsewhere.png" in note
+
+
+async def test_slack_connect_file_stubs_are_looked_up(
+    slack: Harness, fake_mistral: FakeMistral
+) -> None:
+    image = slack.fake.add_file("shared.png", "image/png", PNG)
+    stub = {"id": image["id"], "file_access": "check_file_info"}
+    ts = slack.fake.user_message("U1", "D1", "from another org", files=[stub])
+    await slack.reply_in("D1", ts)
+    content = fake_mistral.requests[-1]["messages"][-1]["content"]
+    assert any(p.get("type") == "image_url" for p in content)
+    assert slack.fake.count("files.info", ok=True) == 1

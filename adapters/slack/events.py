@@ -137,7 +137,8 @@ class Events:
     async def _answer(self, incoming: Incoming, key: ConversationKey, thread_ts: str) -> None:
         place = self.rt.place_for(incoming, thread_ts)
         author, text = await asyncio.gather(self.rt.author(incoming.user), self._text(incoming))
-        prepared = await prepare(attachments(incoming.files, self.rt.download))
+        files = await self.rt.complete_files(incoming.files)
+        prepared = await prepare(attachments(files, self.rt.download))
         if prepared.notes:
             await self.rt.say(place, "\n".join(f":warning: {note}" for note in prepared.notes))
         message = Message(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.api import SlackApi
+from adapters.slack.api import SlackApi, error_code
 from adapters.slack.inbound import Incoming
 from adapters.slack.people import Names
 from adapters.slack.writer import FAILED, Place, ReplyWriter
@@ -49,6 +51,19 @@ class Runtime:
             if response.status != 200:
                 raise DownloadError(f"HTTP {response.status}")
             return await response.read()
+
+    async def complete_files(self, files: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        """Slack Connect events carry stubs (`file_access: check_file_info`); ask files.info."""
+        complete = []
+        for file in files:
+            if file.get("file_access") == "check_file_info" and file.get("id"):
+                try:
+                    response = await self.client.files_info(file=str(file["id"]))
+                    file = dict(response.get("file") or file)
+                except SlackApiError as exc:
+                    log.info("files.info failed for %s: %s", file.get("id"), error_code(exc))
+            complete.append(file)
+        return tuple(complete)
 
     def _trusted(self, url: str) -> bool:
         """Only Slack (or the configured API host) ever sees the bot token."""

@@ -63,6 +63,7 @@ class FakeSlack:
         self.http_deliveries: list[Delivery] = []
         self.pings: list[str] = []
         self.files: dict[str, tuple[str, bytes, bool]] = {}
+        self.file_objects: dict[str, dict[str, Any]] = {}
         self.failures: dict[str, list[tuple[int, str, int]]] = {}
         self.max_post_chars = 4000
         self.max_update_chars = 4000
@@ -270,7 +271,7 @@ class FakeSlack:
         file_id = f"F{next(self._ids):06d}"
         self.files[file_id] = (mime, data, login_page)
         url = f"http://127.0.0.1:{self.port}/files/{file_id}/{name}"
-        return {
+        self.file_objects[file_id] = found = {
             "id": file_id,
             "name": name,
             "title": name,
@@ -279,6 +280,7 @@ class FakeSlack:
             "url_private": url,
             "url_private_download": url + "?download=1",
         }
+        return dict(found)
 
     async def _file(self, request: web.Request) -> web.Response:
         mime, data, login_page = self.files.get(request.match_info["file_id"], ("", b"", True))

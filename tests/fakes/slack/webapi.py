@@ -232,6 +232,13 @@ async def conversations_info(fake: FakeSlack, args: dict[str, Any]) -> dict[str,
     }
 
 
+async def files_info(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    found = fake.file_objects.get(str(args.get("file", "")))
+    if found is None:
+        raise ApiError("file_not_found")
+    return {"ok": True, "file": found}
+
+
 async def connections_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     fake.ticket += 1
     return {"ok": True, "url": f"{fake.ws_url}?ticket={fake.ticket}"}
@@ -251,5 +258,6 @@ METHODS: dict[str, Handler] = {
     "chat.stopStream": stop_stream,
     "users.info": users_info,
     "conversations.info": conversations_info,
+    "files.info": files_info,
     "apps.connections.open": connections_open,
 }
