@@ -99,12 +99,12 @@ async def test_ask_posts_the_question_and_answers_in_its_thread(
 ) -> None:
     slack.fake.user_message("U2", "C2", "context: the office is in Lyon")
     await slack.idle()
-    slack.fake.slash_command("/ask", "where is the office?", "U1", "C2")
+    slack.fake.slash_command("/ask", "where is the office? &lt;asks <@U2>&gt;", "U1", "C2")
     await slack.wait_for(lambda: slack.fake.bot_messages("C2", None), "the posted question")
     [question] = slack.fake.bot_messages("C2", None)
-    assert question.visible == "**Alice** asked: where is the office?"
+    assert question.visible == "**Alice** asked: where is the office? <asks @Bob>"
     text = await slack.reply_in("C2", question.ts)
-    assert text.startswith("echo: ") and text.endswith("[Alice]: where is the office?")
+    assert text.startswith("echo: ") and text.endswith("[Alice]: where is the office? <asks @Bob>")
     seen = " ".join(text_of(m["content"]) for m in fake_mistral.requests[-1]["messages"])
     assert "Lyon" in seen
 

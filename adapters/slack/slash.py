@@ -14,6 +14,7 @@ from typing import Any
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
+from adapters.slack import render
 from adapters.slack.api import error_code
 from adapters.slack.render import markdown_message
 from adapters.slack.runtime import Runtime
@@ -60,6 +61,8 @@ class Slash:
         is_dm: bool,
         respond: AsyncRespond,
     ) -> None:
+        names = await self.rt.names.many(render.mentioned_users(question))
+        question = render.incoming(question, names, self.rt.bot_user_id)
         if not question:
             await self._respond(respond, "Usage: `/ask <your question>`")
             return
