@@ -69,6 +69,13 @@ class _StreamState:
     usage: Usage | None = None
 
 
+# A streamed reply holds its connection until the last token, so the pool bounds how
+# many conversations are answered at once; at httpx's default of 100, the 101st
+# waited for a whole answer to finish (bench/discord.py at N=500).
+MAX_STREAMS = 1000
+KEEPALIVE = 100
+
+
 class MistralClient:
     """Streams chat completions from Mistral; raises only `bot.errors.ModelError` subclasses."""
 
@@ -98,6 +105,7 @@ class MistralClient:
         self._client = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=MAX_STREAMS, max_keepalive_connections=KEEPALIVE),
             headers={"Authorization": f"Bearer {api_key}"},
         )
 
