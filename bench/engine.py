@@ -5,7 +5,11 @@ the engine's own work: de-duplication, storing the question, the conversation lo
 settings, the context window, prompt building, storing the answer and usage.
 Histories of 1k, 10k and 100k stored messages are pre-loaded into a real SQLite file.
 
-    python -m bench.engine [--turns 300] [--sizes 1000,10000,100000]
+Then bursts: N new conversations asked at the same instant, as a busy adapter does.
+The model holds every answer until all N requests are in, then finishes them all at
+once; printed are `reply()` to model request and model finished to `ReplyDone`.
+
+    python -m bench.engine [--turns 300] [--sizes 1000,10000,100000] [--bursts 1,10,50,500]
 """
 
 from __future__ import annotations
@@ -38,6 +42,28 @@ class InstantModel:
         yield AnswerChunk("Sounds good to me; ")
         yield AnswerChunk("let's ship on Friday.")
         yield Finished(Usage(len(request.messages) * 20, 10))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class GatedModel:
+    """Records when each request arrives; answers them all once `open` is set."""
+
+    model = "gated"
+
+    def __init__(self) -> None:
+        self.asked: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self.open = asyncio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        question = str(request.messages[-1]["content"])
+        self.asked[question] = time.perf_counter()
+        await self.open.wait()
+        yield AnswerChunk("Sure.")
+        self.finished[question] = time.perf_counter()
+        yield Finished(Usage(100, 2))
 
     async def aclose(self) -> None:
         return None
@@ -94,6 +120,37 @@ async def measure(path: Path, turns: int) -> list[float]:
     return timings
 
 
+async def burst(path: Path, n: int, rounds: int) -> tuple[list[float], list[float]]:
+    """`reply()` to model request, and model finished to ReplyDone, in ms."""
+    store = await SQLiteStore.open(str(path))
+    model = GatedModel()
+    engine = Engine(Settings(mistral_api_key="x"), store, model)
+    await engine.start()
+    to_request: list[float] = []
+    to_done: list[float] = []
+
+    async def ask(key: ConversationKey, question: str) -> None:
+        started = time.perf_counter()
+        message = Message(key, question, Author("U1", "Alice"), question, is_group=False)
+        async for event in engine.reply(message):
+            if isinstance(event, ReplyDone):
+                to_done.append((time.perf_counter() - model.finished[question]) * 1000)
+        to_request.append((model.asked[question] - started) * 1000)
+
+    for r in range(rounds):
+        model.open.clear()
+        asks = [
+            asyncio.create_task(ask(ConversationKey("bench", "T1", f"C{r}-{i}"), f"q{r}-{i}"))
+            for i in range(n)
+        ]
+        while sum(q.startswith(f"q{r}-") for q in model.asked) < n:
+            await asyncio.sleep(0.001)
+        model.open.set()
+        await asyncio.gather(*asks)
+    await engine.aclose()
+    return to_request, to_done
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
@@ -102,10 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=300)
     parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--bursts", default="1,10,50,500")
     args = parser.parse_args()
     tokens.load()
     print(f"{'stored messages':>16}  {'p50 ms':>7}  {'p99 ms':>7}  {'max ms':>7}")
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "bench.db"
             preload(path, size)
@@ -113,6 +171,17 @@ def main() -> None:
         print(
             f"{size:>16,}  {percentile(timings, 50):>7.2f}  {percentile(timings, 99):>7.2f}"
             f"  {max(timings):>7.2f}"
+        )
+    print(
+        f"\n{'burst of N':>16}  {'reply -> model request p50/p99 ms':>34}  {'model done -> ReplyDone p50/p99 ms':>35}"
+    )
+    for n in (int(s) for s in args.bursts.split(",") if s):
+        with tempfile.TemporaryDirectory() as tmp:
+            rounds = max(1, 200 // n)
+            asked, done = asyncio.run(burst(Path(tmp) / "bench.db", n, rounds))
+        print(
+            f"{n:>16,}  {percentile(asked, 50):>16.1f} / {percentile(asked, 99):<15.1f}"
+            f"  {percentile(done, 50):>17.1f} / {percentile(done, 99):<15.1f}"
         )
 
 

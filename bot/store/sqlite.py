@@ -1,18 +1,16 @@
 """The SQLite backend: sqlite-utils on a WAL database, driven from one worker thread.
 
 sqlite3 connections are synchronous, so every call runs on a single dedicated thread
-that owns the connection; the event loop only awaits the result. One writer thread
-also serialises writes, which is what SQLite wants anyway.
+that owns the connection (`SerialWorker`); the event loop only awaits the result. One
+writer thread also serialises writes, which is what SQLite wants anyway.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +18,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from bot.store import NewMessage, StoredMessage, UsageRecord, UsageRow, UsageTotals
+from bot.store.worker import SerialWorker
 
 T = TypeVar("T")
 EVENT_TTL_SECONDS = 7 * 24 * 3600  # Slack retries for minutes; replays after reconnects are rarer
@@ -107,7 +106,7 @@ def _message(row: dict[str, Any]) -> StoredMessage:
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="teambot-sqlite")
+        self._worker = SerialWorker("teambot-sqlite")
         self._db: Database | None = None
 
     @classmethod
@@ -135,8 +134,7 @@ class SQLiteStore:
         return self._db
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        return await self._worker.run(fn, *args)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         return list(self.db.query(sql, params))
@@ -410,5 +408,5 @@ class SQLiteStore:
     async def aclose(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
-        self._executor.shutdown(wait=False)
+            await self._worker.run(db.close)
+        self._worker.close()
