@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -145,7 +145,7 @@ class Engine:
         cached = self._settings.get(str(key))
         if cached is None:
             cached = self._settings[str(key)] = await self.store.settings(str(key))
-        return cached
+        return dict(cached)
 
     async def set_setting(self, key: ConversationKey, name: str, value: str | None) -> None:
         self._settings.pop(str(key), None)
@@ -186,10 +186,17 @@ class Engine:
         if self._closing:
             yield ReplyFailed(SHUTTING_DOWN)
             return
-        if not await self.store.claim_event(f"answer:{message.key}:{message.id}"):
-            return
         text, reasoning = parse_think(message.text, message.reasoning)
-        row = await self._store_user(message, text)
+        # One store round trip: claiming the answer and storing the question together.
+        row = await self.store.add_question(
+            f"answer:{message.key}:{message.id}", await self._new_row(message, text)
+        )
+        if row is None:
+            return
+        cached = self._windows.get(str(message.key))
+        if cached is not None and row.id <= cached.max_id:
+            # It was in the window already, as context; its text may just have changed.
+            self._windows.pop(str(message.key))
         queue: asyncio.Queue[ReplyEvent] = asyncio.Queue()
         task = asyncio.create_task(self._answer(message, row, reasoning, queue.put_nowait))
         self._tasks.add(task)
@@ -234,29 +241,6 @@ class Engine:
             attachments=message.attachments,
         )
 
-    async def _store_user(self, message: Message, text: str) -> StoredMessage:
-        key = str(message.key)
-        new = await self._new_row(message, text)
-        row_id = await self.store.add_message(new)
-        if row_id is not None:
-            return StoredMessage(
-                id=row_id,
-                conversation=key,
-                role=new.role,
-                author_id=new.author_id,
-                author_name=new.author_name,
-                text=text,
-                tokens=new.tokens,
-                created_at=time.time(),
-                platform_id=message.id,
-                attachments=new.attachments,
-            )
-        row = await self.store.find_message(key, message.id)
-        assert row is not None, "a message that clashed on insert must exist"
-        if row.text != text:  # recorded earlier as chatter, with its `think:` prefix
-            await self.edit(message.key, message.id, text)
-        return row
-
     def _turn_for(self, key: str) -> _Turn:
         turn = self._turns.get(key)
         if turn is None:
@@ -295,7 +279,10 @@ class Engine:
         emit: Callable[[ReplyEvent], None],
     ) -> None:
         key = str(message.key)
-        settings = await self.conversation_settings(message.key)
+        # Both reads go to the store together (one round trip for a new conversation).
+        settings, window = await asyncio.gather(
+            self.conversation_settings(message.key), self._window(key, message.is_group)
+        )
         if reasoning is None:
             default = settings.get("reasoning")
             reasoning = self.settings.reasoning if default is None else default != "off"
@@ -305,7 +292,9 @@ class Engine:
         budget = int(self.settings.context_tokens / self.calibration.ratio)
         for _ in range(2):
             try:
-                request, estimate = await self._request(message, row, settings, reasoning, budget)
+                request, estimate = await self._request(
+                    message, row, window, settings, reasoning, budget
+                )
             except ContextTooLong as exc:
                 outcome = _Outcome(error=exc)
                 break
@@ -319,8 +308,7 @@ class Engine:
     async def _window(self, key: str, named: bool) -> Window:
         window = self._windows.get(key)
         if window is None or window.named != named:
-            start = await self.store.window_start(key)
-            window = Window(start, await self.store.messages(key, from_id=start), named)
+            window = Window(*await self.store.window(key), named)
         else:
             window.add(await self.store.messages_since(key, window.max_id))
         self._windows[key] = window
@@ -333,6 +321,7 @@ class Engine:
         self,
         message: Message,
         row: StoredMessage,
+        window: Window,
         settings: dict[str, str],
         reasoning: bool,
         budget: int,
@@ -343,7 +332,6 @@ class Engine:
             self.settings.system_prompt, settings.get("system", ""), today
         )
         fixed = _count_cached(system["content"]) + tokens.IMAGE_TOKENS * len(message.images)
-        window = await self._window(key, message.is_group)
         # Questions queued behind this one are in the window too; they wait their turn.
         cut = window.upto(row.position)
         total = fixed + window.tokens - sum(m.tokens for m in window.rows[cut:])
@@ -402,19 +390,6 @@ class Engine:
             else "ok"
         )
         elapsed_ms = (time.perf_counter() - started) * 1000
-        await self.store.record_usage(
-            UsageRecord(
-                platform=message.key.platform,
-                conversation=key,
-                user_id=message.author.id,
-                model=self.model.model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cost_usd=usage.cost_usd,
-                latency_ms=elapsed_ms,
-                outcome=state,
-            )
-        )
         log.info(
             "%s in %s: %d+%d tokens, %.0f ms",
             state,
@@ -423,21 +398,41 @@ class Engine:
             usage.completion_tokens,
             elapsed_ms,
         )
-        if outcome.error and not outcome.answer:
-            emit(ReplyFailed(outcome.error.user_message))
-            return
-        await self.store.add_message(
-            NewMessage(
-                conversation=key,
-                role="assistant",
-                author_id="teambot",
-                author_name="teambot",
-                text=outcome.answer,
-                tokens=answer_tokens,
-                reply_to=row.id,
-                thinking=outcome.thinking,
+        writes: list[Awaitable[object]] = [
+            self.store.record_usage(
+                UsageRecord(
+                    platform=message.key.platform,
+                    conversation=key,
+                    user_id=message.author.id,
+                    model=self.model.model,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    cost_usd=usage.cost_usd,
+                    latency_ms=elapsed_ms,
+                    outcome=state,
+                )
             )
-        )
+        ]
+        failed = outcome.error if not outcome.answer else None
+        if failed is None:
+            writes.append(
+                self.store.add_message(
+                    NewMessage(
+                        conversation=key,
+                        role="assistant",
+                        author_id="teambot",
+                        author_name="teambot",
+                        text=outcome.answer,
+                        tokens=answer_tokens,
+                        reply_to=row.id,
+                        thinking=outcome.thinking,
+                    )
+                )
+            )
+        await asyncio.gather(*writes)  # together: one store round trip
+        if failed is not None:
+            emit(ReplyFailed(failed.user_message))
+            return
         if outcome.usage and not outcome.cancelled:
             await self._calibrate(estimate, outcome.usage.prompt_tokens)
         notice = CUT_BY_SHUTDOWN if outcome.cancelled else ""

@@ -102,8 +102,9 @@ async def test_edit_delete_and_forget(store):
     assert await store.messages("c") == []
     await store.add_message(msg("c", "again", "z"))
     await store.set_window_start("c", 99)
+    assert await store.window("c") == (99, [])
     assert await store.forget("c") == 1
-    assert await store.window_start("c") == 0
+    assert await store.window("c") == (0, [])
     assert [r.text for r in await store.messages("d")] == ["keep"]
 
 
@@ -118,6 +119,35 @@ async def test_settings_and_meta(store):
     assert await store.get_meta("k") is None
     await store.set_meta("k", "v")
     assert await store.get_meta("k") == "v"
+
+
+async def test_window_reads_from_its_start(store):
+    ids = [await store.add_message(msg("c", f"m{n}", f"p{n}")) for n in range(4)]
+    assert await store.window("new") == (0, [])
+    await store.set_window_start("c", ids[2])
+    start, rows = await store.window("c")
+    assert start == ids[2]
+    assert [r.text for r in rows] == ["m2", "m3"]
+
+
+async def test_add_question_claims_and_stores_once(store):
+    row = await store.add_question("answer:c:p1", msg("c", "what now?", "p1"))
+    assert row is not None
+    assert (row.text, row.platform_id, row.conversation) == ("what now?", "p1", "c")
+    assert [r.id for r in await store.messages("c")] == [row.id]
+    # A redelivery claims nothing and stores nothing.
+    assert await store.add_question("answer:c:p1", msg("c", "what now?", "p1")) is None
+    assert len(await store.messages("c")) == 1
+    assert not await store.claim_event("answer:c:p1")
+
+
+async def test_add_question_takes_over_a_message_recorded_as_context(store):
+    context_id = await store.add_message(msg("c", "think: why?", "p1"))
+    row = await store.add_question("answer:c:p1", msg("c", "why?", "p1"))
+    assert row is not None and row.id == context_id
+    assert row.text == "why?"
+    stored = await store.find_message("c", "p1")
+    assert stored is not None and stored.text == "why?" and stored.tokens == row.tokens
 
 
 async def test_claim_event_once(store):

@@ -46,6 +46,23 @@ class NewMessage:
     attachments: tuple[dict[str, object], ...] = ()
     created_at: float | None = None
 
+    def stored(self, row_id: int, created_at: float) -> StoredMessage:
+        """This message as the store now holds it."""
+        return StoredMessage(
+            id=row_id,
+            conversation=self.conversation,
+            role=self.role,
+            author_id=self.author_id,
+            author_name=self.author_name,
+            text=self.text,
+            tokens=self.tokens,
+            created_at=created_at,
+            platform_id=self.platform_id,
+            reply_to=self.reply_to,
+            thinking=self.thinking,
+            attachments=self.attachments,
+        )
+
 
 @dataclass(frozen=True)
 class UsageRecord:
@@ -84,6 +101,14 @@ class Store(Protocol):
         """Insert; return the new id, or None when (conversation, platform_id) exists."""
         ...
 
+    async def add_question(self, event_key: str, message: NewMessage) -> StoredMessage | None:
+        """Claim `event_key` and store `message` in one transaction; None if claimed before.
+
+        A message already stored under the same platform id (recorded as context before
+        it was addressed to the bot) takes the new text and token count.
+        """
+        ...
+
     async def find_message(self, conversation: str, platform_id: str) -> StoredMessage | None: ...
 
     async def update_message(
@@ -110,7 +135,9 @@ class Store(Protocol):
         """Delete every message of the conversation; return how many."""
         ...
 
-    async def window_start(self, conversation: str) -> int: ...
+    async def window(self, conversation: str) -> tuple[int, list[StoredMessage]]:
+        """Where the prompt window starts, and the messages from there on, in order."""
+        ...
 
     async def set_window_start(self, conversation: str, message_id: int) -> None: ...
 

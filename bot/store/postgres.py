@@ -135,34 +135,65 @@ class PostgresStore:
     # Messages
 
     async def add_message(self, message: NewMessage) -> int | None:
-        now = message.created_at or time.time()
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO conversations(key, created_at, window_start) VALUES (%s, %s, 0) "
-                "ON CONFLICT DO NOTHING",
-                [message.conversation, now],
+            return await self._insert(conn, message)
+
+    async def add_question(self, event_key: str, message: NewMessage) -> StoredMessage | None:
+        async with self.pool.connection() as conn, conn.transaction():
+            claimed = await conn.execute(
+                "INSERT INTO processed_events VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [event_key, time.time()],
             )
-            cursor = await conn.execute(
-                "INSERT INTO messages(conversation, platform_id, role, author_id, author_name, "
-                "text, thinking, attachments, tokens, reply_to, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT DO NOTHING RETURNING id",
-                [
-                    message.conversation,
-                    message.platform_id,
-                    message.role,
-                    message.author_id,
-                    message.author_name,
-                    message.text,
-                    message.thinking,
-                    json.dumps(list(message.attachments)),
-                    message.tokens,
-                    message.reply_to,
-                    now,
-                ],
-            )
+            if not claimed.rowcount:
+                return None
+            row_id = await self._insert(conn, message)
+            if row_id is None:  # recorded earlier as context; it now carries the question
+                cursor = await conn.execute(
+                    "UPDATE messages SET text = %s, tokens = %s, updated_at = %s "
+                    "WHERE conversation = %s AND platform_id = %s RETURNING *",
+                    [
+                        message.text,
+                        message.tokens,
+                        time.time(),
+                        message.conversation,
+                        message.platform_id,
+                    ],
+                )
+            else:
+                cursor = await conn.execute("SELECT * FROM messages WHERE id = %s", [row_id])
             row = await cursor.fetchone()
-            return int(row["id"]) if row else None
+            assert row is not None
+            return _message(row)
+
+    @staticmethod
+    async def _insert(conn: AsyncConnection[dict[str, Any]], message: NewMessage) -> int | None:
+        now = message.created_at or time.time()
+        await conn.execute(
+            "INSERT INTO conversations(key, created_at, window_start) VALUES (%s, %s, 0) "
+            "ON CONFLICT DO NOTHING",
+            [message.conversation, now],
+        )
+        cursor = await conn.execute(
+            "INSERT INTO messages(conversation, platform_id, role, author_id, author_name, "
+            "text, thinking, attachments, tokens, reply_to, created_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            [
+                message.conversation,
+                message.platform_id,
+                message.role,
+                message.author_id,
+                message.author_name,
+                message.text,
+                message.thinking,
+                json.dumps(list(message.attachments)),
+                message.tokens,
+                message.reply_to,
+                now,
+            ],
+        )
+        row = await cursor.fetchone()
+        return int(row["id"]) if row else None
 
     async def find_message(self, conversation: str, platform_id: str) -> StoredMessage | None:
         rows = await self._all(
@@ -227,11 +258,12 @@ class PostgresStore:
             )
             return cursor.rowcount
 
-    async def window_start(self, conversation: str) -> int:
+    async def window(self, conversation: str) -> tuple[int, list[StoredMessage]]:
         rows = await self._all(
             "SELECT window_start FROM conversations WHERE key = %s", [conversation]
         )
-        return int(rows[0]["window_start"] or 0) if rows else 0
+        start = int(rows[0]["window_start"] or 0) if rows else 0
+        return start, await self.messages(conversation, from_id=start)
 
     async def set_window_start(self, conversation: str, message_id: int) -> None:
         await self._count(

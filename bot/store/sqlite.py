@@ -147,32 +147,54 @@ class SQLiteStore:
             [conversation, now],
         )
 
+    def _insert(self, message: NewMessage, now: float) -> int | None:
+        """Within a transaction: insert `message`; its id, or None on a platform id clash."""
+        self._ensure_conversation(message.conversation, now)
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO messages(conversation, platform_id, role, author_id, "
+            "author_name, text, thinking, attachments, tokens, reply_to, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                message.conversation,
+                message.platform_id,
+                message.role,
+                message.author_id,
+                message.author_name,
+                message.text,
+                message.thinking,
+                json.dumps(list(message.attachments)),
+                message.tokens,
+                message.reply_to,
+                now,
+            ],
+        )
+        return cursor.lastrowid if cursor.rowcount else None
+
     def _add_message(self, message: NewMessage) -> int | None:
-        now = message.created_at or time.time()
         with self.db.atomic():
-            self._ensure_conversation(message.conversation, now)
-            cursor = self.db.execute(
-                "INSERT OR IGNORE INTO messages(conversation, platform_id, role, author_id, "
-                "author_name, text, thinking, attachments, tokens, reply_to, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    message.conversation,
-                    message.platform_id,
-                    message.role,
-                    message.author_id,
-                    message.author_name,
-                    message.text,
-                    message.thinking,
-                    json.dumps(list(message.attachments)),
-                    message.tokens,
-                    message.reply_to,
-                    now,
-                ],
-            )
-            return cursor.lastrowid if cursor.rowcount else None
+            return self._insert(message, message.created_at or time.time())
 
     async def add_message(self, message: NewMessage) -> int | None:
         return await self._run(self._add_message, message)
+
+    def _add_question(self, event_key: str, message: NewMessage) -> StoredMessage | None:
+        now = message.created_at or time.time()
+        with self.db.atomic():
+            if not self._claim_row(event_key, now):
+                return None
+            row_id = self._insert(message, now)
+            if row_id is None:  # recorded earlier as context; it now carries the question
+                assert message.platform_id is not None, "only a platform id can clash"
+                self.db.execute(
+                    "UPDATE messages SET text = ?, tokens = ?, updated_at = ? "
+                    "WHERE conversation = ? AND platform_id = ?",
+                    [message.text, message.tokens, now, message.conversation, message.platform_id],
+                )
+                return self._find(message.conversation, message.platform_id)
+        return message.stored(row_id, now)
+
+    async def add_question(self, event_key: str, message: NewMessage) -> StoredMessage | None:
+        return await self._run(self._add_question, event_key, message)
 
     def _find(self, conversation: str, platform_id: str) -> StoredMessage | None:
         rows = self._rows(
@@ -254,12 +276,13 @@ class SQLiteStore:
     async def forget(self, conversation: str) -> int:
         return await self._run(self._forget, conversation)
 
-    def _window_start(self, conversation: str) -> int:
+    def _window(self, conversation: str) -> tuple[int, list[StoredMessage]]:
         rows = self._rows("SELECT window_start FROM conversations WHERE key = ?", [conversation])
-        return int(rows[0]["window_start"] or 0) if rows else 0
+        start = int(rows[0]["window_start"] or 0) if rows else 0
+        return start, self._messages(conversation, start, None)
 
-    async def window_start(self, conversation: str) -> int:
-        return await self._run(self._window_start, conversation)
+    async def window(self, conversation: str) -> tuple[int, list[StoredMessage]]:
+        return await self._run(self._window, conversation)
 
     def _set_window_start(self, conversation: str, message_id: int) -> None:
         with self.db.atomic():
@@ -300,19 +323,22 @@ class SQLiteStore:
     async def set_setting(self, conversation: str, name: str, value: str | None) -> None:
         await self._run(self._set_setting, conversation, name, value)
 
-    def _claim(self, event_key: str) -> bool:
-        now = time.time()
-        with self.db.atomic():
-            cursor = self.db.execute(
-                "INSERT OR IGNORE INTO processed_events(key, seen_at) VALUES (?, ?)",
-                [event_key, now],
+    def _claim_row(self, event_key: str, now: float) -> bool:
+        """Within a transaction: True if `event_key` was not claimed before."""
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO processed_events(key, seen_at) VALUES (?, ?)",
+            [event_key, now],
+        )
+        claimed = cursor.rowcount > 0
+        if claimed and cursor.lastrowid and cursor.lastrowid % 1000 == 0:
+            self.db.execute(
+                "DELETE FROM processed_events WHERE seen_at < ?", [now - EVENT_TTL_SECONDS]
             )
-            claimed = cursor.rowcount > 0
-            if claimed and cursor.lastrowid and cursor.lastrowid % 1000 == 0:
-                self.db.execute(
-                    "DELETE FROM processed_events WHERE seen_at < ?", [now - EVENT_TTL_SECONDS]
-                )
-            return claimed
+        return claimed
+
+    def _claim(self, event_key: str) -> bool:
+        with self.db.atomic():
+            return self._claim_row(event_key, time.time())
 
     async def claim_event(self, event_key: str) -> bool:
         return await self._run(self._claim, event_key)
