@@ -84,7 +84,7 @@ async def test_refused_message_content_intent_is_explained_and_bot_still_answers
 ) -> None:
     fake = FakeDiscord(message_content_allowed=False)
     await fake.start()
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.INFO)
     running = await start_adapter(engine, fake)
     try:
         assert fake.gateway.closed_4014 == 1
@@ -98,6 +98,20 @@ async def test_refused_message_content_intent_is_explained_and_bot_still_answers
         assert "QQQ" not in prompt_text(fake_mistral.requests[-1])
         dm = await fake.user_message(fake.dm(fake.alice), fake.alice, "and in private?")
         assert "and in private?" in await answer_to(running, fake, dm)
+        # A reply to the bot reaches it only when it pings; unpinged, Discord blanks it.
+        answer = fake.replies_to(mention["id"])[0]
+        pinged = await fake.user_message(
+            fake.general, fake.alice, "pinged follow-up", reply_to=answer.id
+        )
+        assert "pinged follow-up" in await answer_to(running, fake, pinged)
+        asked = len(fake_mistral.requests)
+        quiet = await fake.user_message(
+            fake.general, fake.alice, "quiet follow-up", reply_to=answer.id, ping=False
+        )
+        await settle()
+        assert len(fake_mistral.requests) == asked
+        assert not fake.replies_to(quiet["id"])
+        assert "Discord hid its text" in caplog.text
     finally:
         await running.stop()
         await fake.close()

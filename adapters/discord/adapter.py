@@ -21,7 +21,7 @@ INTENT_HELP = (
     "Discord refused the privileged Message Content intent. To let the bot read channel "
     "messages as context, open https://discord.com/developers/applications, pick this "
     "application, go to Bot > Privileged Gateway Intents and turn on 'Message Content Intent'. "
-    "Continuing without it: the bot still answers @mentions, replies to it and DMs."
+    "Continuing without it: the bot still answers @mentions, replies that ping it and DMs."
 )
 LAND_TIMEOUT_S = 1.5
 RETRY_FIRST_S = 1.0

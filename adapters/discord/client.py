@@ -78,6 +78,9 @@ class TeambotClient(discord.Client):
         if message.type not in CHAT_TYPES:
             return
         if not message.author.bot and addressed_to_bot(message, self.user.id):
+            if self._blanked(message):
+                log.info("ignoring a reply without ping: Discord hid its text (no content intent)")
+                return
             msg, prepared = await to_message(message, self.user.id)
             target = ChannelTarget(message.channel, message.channel.id, message)
             await answer(self.engine, self.pacer, target, msg, prepared.notes)
@@ -85,6 +88,14 @@ class TeambotClient(discord.Client):
             msg, _ = await to_message(message, self.user.id, fetch_files=False)
             if msg.text:
                 await self.engine.record(msg)
+
+    def _blanked(self, message: discord.Message) -> bool:
+        """Without the content intent Discord blanks replies that do not ping the bot."""
+        return (
+            message.guild is not None
+            and not self.reads_content
+            and not (message.content or message.attachments or message.embeds)
+        )
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         data: dict[str, Any] = dict(payload.data)

@@ -165,10 +165,8 @@ class Gateway:
         bot_id = self.fake.bot_id
         if data.get("author", {}).get("id") == bot_id:
             return True
-        if any(u.get("id") == bot_id for u in data.get("mentions", [])):
-            return True
-        ref = data.get("referenced_message") or {}
-        return bool(ref.get("author", {}).get("id") == bot_id)
+        # A reply to the bot is exempt only with "ping on reply", which puts it in mentions.
+        return any(u.get("id") == bot_id for u in data.get("mentions", []))
 
     async def drop(self, code: int = 4000) -> None:
         """Server-side disconnect (Discord does this on restarts); the client should RESUME."""

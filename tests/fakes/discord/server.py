@@ -188,9 +188,13 @@ class FakeDiscord:
         *,
         mention: bool = False,
         reply_to: str | None = None,
+        ping: bool = True,
         attachments: list[tuple[str, str, bytes]] = (),  # type: ignore[assignment]
     ) -> dict[str, Any]:
-        """A person posts; `mention` prefixes the bot's @mention like Discord's client does."""
+        """A person posts; `mention` prefixes the bot's @mention like Discord's client does.
+
+        A reply pings the replied-to author unless `ping` is off (Discord's reply toggle).
+        """
         content = f"<@{self.bot_id}> {text}" if mention else text
         files = []
         for name, mime, blob in attachments:
@@ -210,7 +214,7 @@ class FakeDiscord:
                 "guild_id": self.channels[channel_id].get("guild_id"),
             }
         mentions = self._mentions(content)
-        if referenced is not None and referenced["author"] not in mentions:
+        if ping and referenced is not None and referenced["author"] not in mentions:
             # Discord's client pings the replied-to user by default.
             mentions.append(referenced["author"])
         data = self._message_payload(
