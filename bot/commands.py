@@ -73,7 +73,7 @@ async def _reasoning(engine: Engine, key: ConversationKey, args: str) -> Command
     meaning = {
         "on": "I'll think before answering here (slower, better on hard questions).",
         "off": "I'll answer directly here without extended thinking.",
-        "show": "I'll think before answering here and post my thinking as a file.",
+        "show": "I'll think before answering here and show my thinking with each answer.",
     }[choice]
     return CommandResult(f"Reasoning **{choice}**. {meaning}")
 
