@@ -137,6 +137,17 @@ class Engine:
         self._windows.pop(str(key), None)
         return await self.store.delete_message(str(key), message_id)
 
+    async def has_answered(self, key: ConversationKey) -> bool:
+        """Whether the bot has answered in this conversation (ever, not just since start)."""
+        return await self.store.answered(str(key))
+
+    async def get_meta(self, name: str) -> str | None:
+        """A value an adapter keeps across restarts (e.g. its command-sync fingerprint)."""
+        return await self.store.get_meta(name)
+
+    async def set_meta(self, name: str, value: str) -> None:
+        await self.store.set_meta(name, value)
+
     async def forget(self, key: ConversationKey) -> int:
         self._windows.pop(str(key), None)
         return await self.store.forget(str(key))

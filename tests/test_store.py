@@ -150,6 +150,16 @@ async def test_add_question_takes_over_a_message_recorded_as_context(store):
     assert stored is not None and stored.text == "why?" and stored.tokens == row.tokens
 
 
+async def test_answered_means_an_assistant_message_exists(store):
+    await store.add_message(msg("c", "question", "p1"))
+    assert not await store.answered("c")
+    await store.add_message(msg("c", "answer", role="assistant"))
+    assert await store.answered("c")
+    assert not await store.answered("other")
+    await store.forget("c")
+    assert not await store.answered("c")
+
+
 async def test_claim_event_once(store):
     assert await store.claim_event("slack:Ev1")
     assert not await store.claim_event("slack:Ev1")

@@ -38,7 +38,7 @@ async def sync_if_changed(
     tree: app_commands.CommandTree[Any], engine: Engine, app_id: int, guild_ids: tuple[int, ...]
 ) -> bool:
     digest = fingerprint(tree, app_id, guild_ids)
-    if await engine.store.get_meta(META_KEY) == digest:
+    if await engine.get_meta(META_KEY) == digest:
         log.info("slash commands unchanged since the last sync; not syncing")
         return False
     if guild_ids:
@@ -49,7 +49,7 @@ async def sync_if_changed(
             await tree.sync(guild=guild)
     else:
         await tree.sync()
-    await engine.store.set_meta(META_KEY, digest)
+    await engine.set_meta(META_KEY, digest)
     where = f"guilds {', '.join(map(str, guild_ids))}" if guild_ids else "globally"
     log.info("synced %d slash commands %s", len(tree.get_commands()), where)
     return True

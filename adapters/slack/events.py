@@ -108,9 +108,7 @@ class Events:
         """Whether the bot has answered in this thread (also before a restart)."""
         if key in self.rt.engaged:
             return True
-        # The engine has no "has this conversation a reply" call yet; its store knows.
-        rows = await self.rt.engine.store.recent(str(key), 50)
-        if any(row.role == "assistant" for row in rows):
+        if await self.rt.engine.has_answered(key):
             self.rt.engaged.add(key)
             return True
         return False

@@ -131,6 +131,10 @@ class Store(Protocol):
         """The newest `limit` messages, oldest first."""
         ...
 
+    async def answered(self, conversation: str) -> bool:
+        """Whether the conversation holds any answer of the bot's."""
+        ...
+
     async def forget(self, conversation: str) -> int:
         """Delete every message of the conversation; return how many."""
         ...

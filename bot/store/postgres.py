@@ -248,6 +248,13 @@ class PostgresStore:
         )
         return [_message(row) for row in reversed(rows)]
 
+    async def answered(self, conversation: str) -> bool:
+        rows = await self._all(
+            "SELECT 1 FROM messages WHERE conversation = %s AND role = 'assistant' LIMIT 1",
+            [conversation],
+        )
+        return bool(rows)
+
     async def forget(self, conversation: str) -> int:
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(

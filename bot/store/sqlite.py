@@ -265,6 +265,17 @@ class SQLiteStore:
     async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
         return await self._run(self._recent, conversation, limit)
 
+    def _answered(self, conversation: str) -> bool:
+        return bool(
+            self._rows(
+                "SELECT 1 FROM messages WHERE conversation = ? AND role = 'assistant' LIMIT 1",
+                [conversation],
+            )
+        )
+
+    async def answered(self, conversation: str) -> bool:
+        return await self._run(self._answered, conversation)
+
     def _forget(self, conversation: str) -> int:
         with self.db.atomic():
             cursor = self.db.execute("DELETE FROM messages WHERE conversation = ?", [conversation])
