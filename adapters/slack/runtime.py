@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,33 @@ class DownloadError(Exception):
     pass
 
 
+# Threads the bot takes part in, remembered in memory; older ones are asked of the store.
+ENGAGED_REMEMBERED = 10_000
+
+
+class RecentKeys:
+    """A set that keeps only the `limit` most recently used keys."""
+
+    def __init__(self, limit: int) -> None:
+        self._keys: OrderedDict[ConversationKey, None] = OrderedDict()
+        self._limit = limit
+
+    def __contains__(self, key: object) -> bool:
+        if key not in self._keys:
+            return False
+        self._keys.move_to_end(key)  # type: ignore[arg-type]
+        return True
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: ConversationKey) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        if len(self._keys) > self._limit:
+            self._keys.popitem(last=False)
+
+
 @dataclass
 class Runtime:
     engine: Engine
@@ -38,7 +66,7 @@ class Runtime:
     bot_user_id: str = ""
     bot_id: str = ""
     session: aiohttp.ClientSession | None = None
-    engaged: set[ConversationKey] = field(default_factory=set)
+    engaged: RecentKeys = field(default_factory=lambda: RecentKeys(ENGAGED_REMEMBERED))
 
     async def download(self, url: str) -> bytes:
         """A private file, with the bot token (without it Slack serves a login page)."""
