@@ -164,25 +164,8 @@ class Engine:
 
     async def seed(self, source: ConversationKey, target: ConversationKey, limit: int = 20) -> int:
         """Start an empty conversation with the newest messages of another one."""
-        if await self.store.recent(str(target), 1):
-            return 0
         self._windows.pop(str(target), None)
-        rows = await self.store.recent(str(source), limit)
-        for row in rows:
-            await self.store.add_message(
-                NewMessage(
-                    conversation=str(target),
-                    role=row.role,
-                    author_id=row.author_id,
-                    author_name=row.author_name,
-                    text=row.text,
-                    tokens=row.tokens,
-                    platform_id=row.platform_id,
-                    attachments=row.attachments,
-                    created_at=row.created_at,
-                )
-            )
-        return len(rows)
+        return await self.store.seed(str(source), str(target), limit)
 
     async def command(
         self, key: ConversationKey, author: Author, name: str, args: str, *, is_group: bool = True

@@ -150,6 +150,22 @@ async def test_add_question_takes_over_a_message_recorded_as_context(store):
     assert stored is not None and stored.text == "why?" and stored.tokens == row.tokens
 
 
+async def test_seed_copies_the_newest_messages_into_an_empty_conversation(store):
+    for n in range(5):
+        await store.add_message(msg("channel", f"m{n}", f"p{n}", created_at=1000.0 + n))
+    assert await store.seed("channel", "thread", 3) == 3
+    copied = await store.messages("thread")
+    assert [(r.text, r.platform_id, r.created_at) for r in copied] == [
+        ("m2", "p2", 1002.0),
+        ("m3", "p3", 1003.0),
+        ("m4", "p4", 1004.0),
+    ]
+    assert await store.seed("channel", "thread", 3) == 0  # only an empty conversation
+    assert len(await store.messages("thread")) == 3
+    assert len(await store.messages("channel")) == 5  # the source is untouched
+    assert await store.seed("nowhere", "other", 3) == 0
+
+
 async def test_answered_means_an_assistant_message_exists(store):
     await store.add_message(msg("c", "question", "p1"))
     assert not await store.answered("c")

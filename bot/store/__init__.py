@@ -31,6 +31,21 @@ class StoredMessage:
         """Conversation order: a reply sits right after the message it answers."""
         return self.reply_to if self.reply_to is not None else self.id
 
+    def copy_to(self, conversation: str) -> NewMessage:
+        """This message as the start of another conversation (its reply link stays behind)."""
+        return NewMessage(
+            conversation=conversation,
+            role=self.role,
+            author_id=self.author_id,
+            author_name=self.author_name,
+            text=self.text,
+            tokens=self.tokens,
+            platform_id=self.platform_id,
+            thinking=self.thinking,
+            attachments=self.attachments,
+            created_at=self.created_at,
+        )
+
 
 @dataclass(frozen=True)
 class NewMessage:
@@ -129,6 +144,13 @@ class Store(Protocol):
 
     async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
         """The newest `limit` messages, oldest first."""
+        ...
+
+    async def seed(self, source: str, target: str, limit: int) -> int:
+        """Copy the newest `limit` messages of `source` into `target` if `target` is empty.
+
+        One transaction; returns how many were copied (0 when `target` had messages).
+        """
         ...
 
     async def answered(self, conversation: str) -> bool:

@@ -248,6 +248,25 @@ class PostgresStore:
         )
         return [_message(row) for row in reversed(rows)]
 
+    async def seed(self, source: str, target: str, limit: int) -> int:
+        async with self.pool.connection() as conn, conn.transaction():
+            # Two seeds of one new thread at once: the second waits here, then sees rows.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [target])
+            taken = await conn.execute(
+                "SELECT 1 FROM messages WHERE conversation = %s LIMIT 1", [target]
+            )
+            if await taken.fetchone():
+                return 0
+            cursor = await conn.execute(
+                f"SELECT * FROM messages WHERE conversation = %s "
+                f"ORDER BY {POSITION} DESC, id DESC LIMIT %s",
+                [source, limit],
+            )
+            rows = [_message(row) for row in reversed(await cursor.fetchall())]
+            for row in rows:
+                await self._insert(conn, row.copy_to(target))
+            return len(rows)
+
     async def answered(self, conversation: str) -> bool:
         rows = await self._all(
             "SELECT 1 FROM messages WHERE conversation = %s AND role = 'assistant' LIMIT 1",

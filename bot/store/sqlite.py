@@ -265,6 +265,18 @@ class SQLiteStore:
     async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
         return await self._run(self._recent, conversation, limit)
 
+    def _seed(self, source: str, target: str, limit: int) -> int:
+        with self.db.atomic():
+            if self._rows("SELECT 1 FROM messages WHERE conversation = ? LIMIT 1", [target]):
+                return 0
+            rows = self._recent(source, limit)
+            for row in rows:
+                self._insert(row.copy_to(target), row.created_at)
+            return len(rows)
+
+    async def seed(self, source: str, target: str, limit: int) -> int:
+        return await self._run(self._seed, source, target, limit)
+
     def _answered(self, conversation: str) -> bool:
         return bool(
             self._rows(
