@@ -140,11 +140,7 @@ class PostgresStore:
 
     async def add_question(self, event_key: str, message: NewMessage) -> StoredMessage | None:
         async with self.pool.connection() as conn, conn.transaction():
-            claimed = await conn.execute(
-                "INSERT INTO processed_events VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                [event_key, time.time()],
-            )
-            if not claimed.rowcount:
+            if not await self._claim(conn, event_key):
                 return None
             row_id = await self._insert(conn, message)
             if row_id is None:  # recorded earlier as context; it now carries the question
@@ -321,16 +317,19 @@ class PostgresStore:
         )
 
     async def claim_event(self, event_key: str) -> bool:
+        async with self.pool.connection() as conn:
+            return await self._claim(conn, event_key)
+
+    @staticmethod
+    async def _claim(conn: AsyncConnection[dict[str, Any]], event_key: str) -> bool:
         now = time.time()
-        claimed = (
-            await self._count(
-                "INSERT INTO processed_events VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                [event_key, now],
-            )
-            > 0
+        cursor = await conn.execute(
+            "INSERT INTO processed_events VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [event_key, now],
         )
+        claimed = cursor.rowcount > 0
         if claimed and hash(event_key) % 1000 == 0:
-            await self._count(
+            await conn.execute(
                 "DELETE FROM processed_events WHERE seen_at < %s", [now - EVENT_TTL_SECONDS]
             )
         return claimed
