@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -69,3 +70,26 @@ async def test_queued_calls_finish_and_later_ones_are_refused_after_close():
         await worker.run(lambda: 1)
     worker._thread.join(2)
     assert not worker._thread.is_alive()
+
+
+async def test_a_long_batch_hands_results_back_as_it_goes(worker):
+    gate = threading.Event()
+    slow_done = threading.Event()
+
+    def slow() -> str:
+        time.sleep(0.3)
+        slow_done.set()
+        return "slow"
+
+    blocker = asyncio.create_task(worker.run(gate.wait, 5))
+    await asyncio.sleep(0.01)  # the worker is inside `blocker`; the next calls queue up
+    quick = asyncio.create_task(worker.run(lambda: "quick"))
+    medium = asyncio.create_task(worker.run(time.sleep, 0.005))
+    later = asyncio.create_task(worker.run(slow))
+    await asyncio.sleep(0.01)
+    gate.set()  # the worker takes quick, medium and slow as one batch
+    assert await quick == "quick"
+    assert await medium is None
+    assert not slow_done.is_set()  # both came back while `slow` was still running
+    assert await later == "slow"
+    assert await blocker is True

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+HAND_BACK_EVERY_S = 0.001
 
 _Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
@@ -49,7 +51,8 @@ class SerialWorker:
             with contextlib.suppress(queue.Empty):
                 while True:
                     batch.append(self._calls.get_nowait())
-            outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+            done: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+            handed_at = time.perf_counter()
             for call in batch:
                 if call is None:
                     continue
@@ -58,12 +61,21 @@ class SerialWorker:
                     outcome: _Outcome = (future, fn(*args), None)
                 except BaseException as exc:  # handed to the caller, raised there
                     outcome = (future, None, exc)
-                outcomes.setdefault(loop, []).append(outcome)
-            for loop, settled in outcomes.items():
-                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
-                    loop.call_soon_threadsafe(_settle, settled)
+                done.setdefault(loop, []).append(outcome)
+                # Results go back after each millisecond of work, so a caller early in a
+                # long batch does not wait for all of it (one wake-up per call was slower).
+                if time.perf_counter() - handed_at > HAND_BACK_EVERY_S:
+                    _hand_back(done)
+                    done, handed_at = {}, time.perf_counter()
+            _hand_back(done)
             if None in batch:
                 return
+
+
+def _hand_back(done: dict[asyncio.AbstractEventLoop, list[_Outcome]]) -> None:
+    for loop, outcomes in done.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+            loop.call_soon_threadsafe(_settle, outcomes)
 
 
 def _settle(outcomes: list[_Outcome]) -> None:
