@@ -6,6 +6,9 @@ import asyncio
 import itertools
 import re
 
+import pytest
+
+from adapters.slack import writer
 from tests.fakes.mistral import Disconnect, Error, FakeMistral, Reply, error_body
 from tests.fakes.slack.fixtures import fake_slack_fixture, slack_fixture  # noqa: F401
 from tests.fakes.slack.harness import Harness
@@ -215,6 +218,21 @@ async def test_slow_model_keeps_the_status_until_text(
     assert slack.replies("C1", ts) == []
     await slack.reply_in("C1", ts)
     assert slack.fake.status[("C1", ts)] == ""  # the reply cleared it
+
+
+async def test_status_is_renewed_while_the_model_is_slow(
+    slack: Harness, fake_mistral: FakeMistral, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slack drops a status after two minutes; the writer renews it (every 0.2 s here).
+    monkeypatch.setattr(writer, "STATUS_RENEW", 0.2)
+    fake_mistral.first_token_delay = 1.0
+    ts = slack.fake.user_message("U1", "C1", f"{BOT} very slow")
+    await slack.reply_in("C1", ts)
+    [message] = slack.replies("C1", ts)
+    shown = [t for t, key, s in slack.fake.statuses if key == ("C1", ts) and s]
+    assert len(shown) >= 4, shown  # ~1 s of waiting at one renewal per 0.2 s
+    assert all(t < message.created for t in shown)  # none after text showed
+    assert slack.fake.status[("C1", ts)] == ""
 
 
 async def test_long_dm_answer_leaves_the_stream_and_continues(
