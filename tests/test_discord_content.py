@@ -35,6 +35,26 @@ async def test_images_and_text_files_reach_the_model(
     assert "ship the ORANGE feature" in prompt_text(fake_mistral.requests[-1])
 
 
+async def test_a_reply_brings_the_replied_to_messages_image(
+    bot: Running, dc: FakeDiscord, fake_mistral: FakeMistral
+) -> None:
+    shot = await dc.user_message(
+        dc.general, dc.bob, "my screenshot", attachments=[("shot.png", "image/png", PNG)]
+    )
+    ask = await dc.user_message(
+        dc.general, dc.alice, "what is in this?", mention=True, reply_to=shot["id"]
+    )
+    await answer_to(bot, dc, ask)
+    parts = fake_mistral.requests[-1]["messages"][-1]["content"]
+    images = [p["image_url"] for p in parts if p["type"] == "image_url"]
+    assert [i.split(";")[0] for i in images] == ["data:image/png"]
+    # A plain mention without a reply brings no image along.
+    plain = await dc.user_message(dc.general, dc.alice, "and now?", mention=True)
+    await answer_to(bot, dc, plain)
+    parts = fake_mistral.requests[-1]["messages"][-1]["content"]
+    assert isinstance(parts, str) or not [p for p in parts if p["type"] == "image_url"]
+
+
 async def test_declined_attachments_get_a_visible_note(
     bot: Running, dc: FakeDiscord, fake_mistral: FakeMistral
 ) -> None:

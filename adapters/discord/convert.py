@@ -74,6 +74,19 @@ def addressed_to_bot(message: discord.Message, bot_id: int) -> bool:
     return isinstance(resolved, discord.Message) and resolved.author.id == bot_id
 
 
+def files_for(message: discord.Message, bot_id: int) -> list[discord.Attachment]:
+    """The message's files, then those of the message it replies to.
+
+    "@bot what's in this?" as a reply to someone's screenshot means that screenshot;
+    the bot's own attachments (thinking files) are left out.
+    """
+    files = list(message.attachments)
+    ref = message.reference.resolved if message.reference is not None else None
+    if isinstance(ref, discord.Message) and ref.author.id != bot_id:
+        files += ref.attachments
+    return files
+
+
 def describe(attachments: Sequence[discord.Attachment]) -> list[Attachment]:
     return [
         Attachment(
@@ -90,7 +103,7 @@ async def to_message(
     message: discord.Message, bot_id: int, *, fetch_files: bool = True
 ) -> tuple[Message, Prepared]:
     """Build the engine's Message; attachments are downloaded only when `fetch_files`."""
-    prepared = await prepare(describe(message.attachments)) if fetch_files else Prepared()
+    prepared = await prepare(describe(files_for(message, bot_id))) if fetch_files else Prepared()
     text = clean_text(message, bot_id) + prepared.text
     return (
         Message(
