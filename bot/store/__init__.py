@@ -6,9 +6,25 @@ DATABASE_URL. Records are plain dataclasses, so no database types leak out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+# The `messages` columns a new message fills, in `NewMessage.values()` order.
+INSERT_COLUMNS = (
+    "conversation",
+    "platform_id",
+    "role",
+    "author_id",
+    "author_name",
+    "text",
+    "thinking",
+    "attachments",
+    "tokens",
+    "reply_to",
+    "created_at",
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,24 @@ class StoredMessage:
     def position(self) -> int:
         """Conversation order: a reply sits right after the message it answers."""
         return self.reply_to if self.reply_to is not None else self.id
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StoredMessage:
+        """A `messages` row, as either backend returns it."""
+        return cls(
+            id=row["id"],
+            conversation=row["conversation"],
+            role=row["role"],
+            author_id=row["author_id"] or "",
+            author_name=row["author_name"] or "",
+            text=row["text"],
+            tokens=row["tokens"],
+            created_at=row["created_at"],
+            platform_id=row["platform_id"],
+            reply_to=row["reply_to"],
+            thinking=row["thinking"] or "",
+            attachments=tuple(json.loads(row["attachments"] or "[]")),
+        )
 
     def copy_to(self, conversation: str) -> NewMessage:
         """This message as the start of another conversation (its reply link stays behind)."""
@@ -60,6 +94,22 @@ class NewMessage:
     thinking: str = ""
     attachments: tuple[dict[str, object], ...] = ()
     created_at: float | None = None
+
+    def values(self, created_at: float) -> list[Any]:
+        """Column values in `INSERT_COLUMNS` order."""
+        return [
+            self.conversation,
+            self.platform_id,
+            self.role,
+            self.author_id,
+            self.author_name,
+            self.text,
+            self.thinking,
+            json.dumps(list(self.attachments)),
+            self.tokens,
+            self.reply_to,
+            created_at,
+        ]
 
     def stored(self, row_id: int, created_at: float) -> StoredMessage:
         """This message as the store now holds it."""

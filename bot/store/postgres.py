@@ -7,7 +7,6 @@ tests (tests/test_store.py) run against both.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,9 +15,12 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from bot.store import NewMessage, StoredMessage, UsageRecord, UsageRow, UsageTotals
+from bot.store import INSERT_COLUMNS, NewMessage, StoredMessage, UsageRecord, UsageRow, UsageTotals
 
 POSITION = "coalesce(reply_to, id)"
+INSERT_MESSAGE = "INSERT INTO messages({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING id".format(
+    ", ".join(INSERT_COLUMNS), ", ".join(["%s"] * len(INSERT_COLUMNS))
+)
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -51,23 +53,6 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
 ]
 EVENT_TTL_SECONDS = 7 * 24 * 3600
-
-
-def _message(row: dict[str, Any]) -> StoredMessage:
-    return StoredMessage(
-        id=row["id"],
-        conversation=row["conversation"],
-        role=row["role"],
-        author_id=row["author_id"] or "",
-        author_name=row["author_name"] or "",
-        text=row["text"],
-        tokens=row["tokens"],
-        created_at=row["created_at"],
-        platform_id=row["platform_id"],
-        reply_to=row["reply_to"],
-        thinking=row["thinking"] or "",
-        attachments=tuple(json.loads(row["attachments"] or "[]")),
-    )
 
 
 class PostgresStore:
@@ -159,7 +144,7 @@ class PostgresStore:
                 cursor = await conn.execute("SELECT * FROM messages WHERE id = %s", [row_id])
             row = await cursor.fetchone()
             assert row is not None
-            return _message(row)
+            return StoredMessage.from_row(row)
 
     @staticmethod
     async def _insert(conn: AsyncConnection[dict[str, Any]], message: NewMessage) -> int | None:
@@ -169,25 +154,7 @@ class PostgresStore:
             "ON CONFLICT DO NOTHING",
             [message.conversation, now],
         )
-        cursor = await conn.execute(
-            "INSERT INTO messages(conversation, platform_id, role, author_id, author_name, "
-            "text, thinking, attachments, tokens, reply_to, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT DO NOTHING RETURNING id",
-            [
-                message.conversation,
-                message.platform_id,
-                message.role,
-                message.author_id,
-                message.author_name,
-                message.text,
-                message.thinking,
-                json.dumps(list(message.attachments)),
-                message.tokens,
-                message.reply_to,
-                now,
-            ],
-        )
+        cursor = await conn.execute(INSERT_MESSAGE, message.values(now))
         row = await cursor.fetchone()
         return int(row["id"]) if row else None
 
@@ -196,7 +163,7 @@ class PostgresStore:
             "SELECT * FROM messages WHERE conversation = %s AND platform_id = %s",
             [conversation, platform_id],
         )
-        return _message(rows[0]) if rows else None
+        return StoredMessage.from_row(rows[0]) if rows else None
 
     async def update_message(
         self, conversation: str, platform_id: str, text: str, tokens: int
@@ -227,14 +194,14 @@ class PostgresStore:
             f"AND {POSITION} <= %s ORDER BY {POSITION}, id",
             [conversation, from_id, to_id if to_id is not None else 2**62],
         )
-        return [_message(row) for row in rows]
+        return [StoredMessage.from_row(row) for row in rows]
 
     async def messages_since(self, conversation: str, after_id: int) -> list[StoredMessage]:
         rows = await self._all(
             "SELECT * FROM messages WHERE conversation = %s AND id > %s ORDER BY id",
             [conversation, after_id],
         )
-        return [_message(row) for row in rows]
+        return [StoredMessage.from_row(row) for row in rows]
 
     async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
         rows = await self._all(
@@ -242,7 +209,7 @@ class PostgresStore:
             f"ORDER BY {POSITION} DESC, id DESC LIMIT %s",
             [conversation, limit],
         )
-        return [_message(row) for row in reversed(rows)]
+        return [StoredMessage.from_row(row) for row in reversed(rows)]
 
     async def seed(self, source: str, target: str, limit: int) -> int:
         async with self.pool.connection() as conn, conn.transaction():
@@ -258,7 +225,7 @@ class PostgresStore:
                 f"ORDER BY {POSITION} DESC, id DESC LIMIT %s",
                 [source, limit],
             )
-            rows = [_message(row) for row in reversed(await cursor.fetchall())]
+            rows = [StoredMessage.from_row(row) for row in reversed(await cursor.fetchall())]
             for row in rows:
                 await self._insert(conn, row.copy_to(target))
             return len(rows)

@@ -7,7 +7,6 @@ writer thread also serialises writes, which is what SQLite wants anyway.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -17,13 +16,16 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from bot.store import NewMessage, StoredMessage, UsageRecord, UsageRow, UsageTotals
+from bot.store import INSERT_COLUMNS, NewMessage, StoredMessage, UsageRecord, UsageRow, UsageTotals
 from bot.store.worker import SerialWorker
 
 T = TypeVar("T")
 EVENT_TTL_SECONDS = 7 * 24 * 3600  # Slack retries for minutes; replays after reconnects are rarer
 
 POSITION = "coalesce(reply_to, id)"
+INSERT_MESSAGE = "INSERT OR IGNORE INTO messages({}) VALUES ({})".format(
+    ", ".join(INSERT_COLUMNS), ", ".join(["?"] * len(INSERT_COLUMNS))
+)
 
 migrations = Migrations("teambot")
 
@@ -86,23 +88,6 @@ def m001_initial(db: Database) -> None:
     db["meta"].create({"name": str, "value": str}, pk="name")  # type: ignore[union-attr]
 
 
-def _message(row: dict[str, Any]) -> StoredMessage:
-    return StoredMessage(
-        id=row["id"],
-        conversation=row["conversation"],
-        role=row["role"],
-        author_id=row["author_id"] or "",
-        author_name=row["author_name"] or "",
-        text=row["text"],
-        tokens=row["tokens"],
-        created_at=row["created_at"],
-        platform_id=row["platform_id"],
-        reply_to=row["reply_to"],
-        thinking=row["thinking"] or "",
-        attachments=tuple(json.loads(row["attachments"] or "[]")),
-    )
-
-
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -150,24 +135,7 @@ class SQLiteStore:
     def _insert(self, message: NewMessage, now: float) -> int | None:
         """Within a transaction: insert `message`; its id, or None on a platform id clash."""
         self._ensure_conversation(message.conversation, now)
-        cursor = self.db.execute(
-            "INSERT OR IGNORE INTO messages(conversation, platform_id, role, author_id, "
-            "author_name, text, thinking, attachments, tokens, reply_to, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                message.conversation,
-                message.platform_id,
-                message.role,
-                message.author_id,
-                message.author_name,
-                message.text,
-                message.thinking,
-                json.dumps(list(message.attachments)),
-                message.tokens,
-                message.reply_to,
-                now,
-            ],
-        )
+        cursor = self.db.execute(INSERT_MESSAGE, message.values(now))
         return cursor.lastrowid if cursor.rowcount else None
 
     def _add_message(self, message: NewMessage) -> int | None:
@@ -201,7 +169,7 @@ class SQLiteStore:
             "SELECT * FROM messages WHERE conversation = ? AND platform_id = ?",
             [conversation, platform_id],
         )
-        return _message(rows[0]) if rows else None
+        return StoredMessage.from_row(rows[0]) if rows else None
 
     async def find_message(self, conversation: str, platform_id: str) -> StoredMessage | None:
         return await self._run(self._find, conversation, platform_id)
@@ -237,7 +205,7 @@ class SQLiteStore:
             f"AND {POSITION} >= ? AND {POSITION} <= ? ORDER BY {POSITION}, id",
             [conversation, from_id, to_id if to_id is not None else 2**62],
         )
-        return [_message(row) for row in rows]
+        return [StoredMessage.from_row(row) for row in rows]
 
     async def messages(
         self, conversation: str, *, from_id: int = 0, to_id: int | None = None
@@ -249,7 +217,7 @@ class SQLiteStore:
             "SELECT * FROM messages WHERE conversation = ? AND id > ? ORDER BY id",
             [conversation, after_id],
         )
-        return [_message(row) for row in rows]
+        return [StoredMessage.from_row(row) for row in rows]
 
     async def messages_since(self, conversation: str, after_id: int) -> list[StoredMessage]:
         return await self._run(self._since, conversation, after_id)
@@ -260,7 +228,7 @@ class SQLiteStore:
             f"ORDER BY {POSITION} DESC, id DESC LIMIT ?",
             [conversation, limit],
         )
-        return [_message(row) for row in reversed(rows)]
+        return [StoredMessage.from_row(row) for row in reversed(rows)]
 
     async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
         return await self._run(self._recent, conversation, limit)
