@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.measure import cpu_seconds, pct, peak_rss_mib
 from tests.fakes.discord import BOT_TOKEN, FakeDiscord
 from tests.fakes.mistral import FakeMistral, Reply, text_of
 
@@ -65,21 +66,6 @@ async def bot(api_url: str, gateway_url: str, mistral_url: str, db: str) -> None
     loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(adapter.close()))
     await adapter.run()
     await engine.aclose()
-
-
-# Reading the bot process from outside
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 # The fake model, tagged so each timestamp belongs to its conversation
@@ -142,13 +128,6 @@ class Result:
     cpu_per_reply: float = 0.0
     rss_mib: float = 0.0
     wall: float = 0.0
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def run(n: int) -> Result:

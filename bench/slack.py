@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import signal
 import statistics
@@ -28,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.measure import cpu_seconds, pct, peak_rss_mib
 from tests.fakes.mistral import FakeMistral, text_of
 from tests.fakes.slack import FakeSlack
 
@@ -58,28 +58,6 @@ async def bot(api_url: str, mistral_url: str, db: str, app_token: str, bot_token
     loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(adapter.close()))
     await adapter.run()
     await engine.aclose()
-
-
-# Reading the bot process from outside
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 @dataclass
