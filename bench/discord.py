@@ -2,7 +2,7 @@
 
     python -m bench.discord --n 1 10 50 500
 
-Per N, a fresh bot process (the production wiring: Engine.create, SQLite file,
+Per N, a fresh bot process (the production wiring: bot.app.open_engine, SQLite file,
 MistralClient, DiscordAdapter configured by DISCORD_API_BASE_URL / DISCORD_GATEWAY_URL)
 runs against FakeDiscord with Discord's limits enforced (5 sends+edits per 5 s per
 channel, 50 requests/s global; the bot's own messages and edits echoed back over the
@@ -46,8 +46,7 @@ _CONVERSATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("conv
 
 async def bot(api_url: str, gateway_url: str, mistral_url: str, db: str) -> None:
     from adapters.discord import DiscordAdapter
-    from bot.config import Settings, load_settings
-    from bot.engine import Engine
+    from bot.app import load_config, open_engine
 
     env = {
         "DISCORD_BOT_TOKEN": BOT_TOKEN,
@@ -58,10 +57,10 @@ async def bot(api_url: str, gateway_url: str, mistral_url: str, db: str) -> None
         "DATABASE_URL": f"sqlite:///{db}",
         "TEAMBOT_LOG_LEVEL": "WARNING",
     }
-    settings: Settings = load_settings(env)
-    assert settings.discord is not None
-    engine = await Engine.create(settings)
-    adapter = DiscordAdapter(engine, settings.discord)
+    config = load_config(env)
+    _, discord_settings = config.platforms["Discord"]
+    engine = await open_engine(config.core)
+    adapter = DiscordAdapter(engine, discord_settings)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(adapter.close()))
     await adapter.run()

@@ -2,7 +2,7 @@
 
     python -m bench.slack --n 1 10 50 500
 
-Per N, a fresh bot process (the production wiring: Engine.create, SQLite file,
+Per N, a fresh bot process (the production wiring: bot.app.open_engine, SQLite file,
 MistralClient, SlackAdapter over Socket Mode) runs against FakeSlack with Slack's
 limits enforced (chat.update 50/min per workspace, chat.postMessage ~1/s per
 channel; each mention delivered twice, as app_mention and message; the bot's own
@@ -41,8 +41,9 @@ QUESTION = re.compile(r"bench question (\d+)$")
 
 async def bot(api_url: str, mistral_url: str, db: str, app_token: str, bot_token: str) -> None:
     from adapters.slack import SlackAdapter
-    from bot.config import Settings, SlackSettings
-    from bot.engine import Engine
+    from adapters.slack.settings import SlackSettings
+    from bot.app import open_engine
+    from bot.config import Settings
 
     slack = SlackSettings(bot_token=bot_token, app_token=app_token, api_base_url=api_url)
     settings = Settings(
@@ -50,9 +51,8 @@ async def bot(api_url: str, mistral_url: str, db: str, app_token: str, bot_token
         mistral_base_url=mistral_url,
         database_url=f"sqlite:///{db}",
         log_level="WARNING",
-        slack=slack,
     )
-    engine = await Engine.create(settings)
+    engine = await open_engine(settings)
     adapter = SlackAdapter(engine, slack)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(adapter.close()))

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from bot.types import Image
+from bot.types import AttachmentMeta, Image
 
 log = logging.getLogger("teambot.attachments")
 
@@ -45,7 +45,7 @@ class Prepared:
     images: tuple[Image, ...] = ()
     text: str = ""
     notes: list[str] = field(default_factory=list)
-    meta: tuple[dict[str, object], ...] = ()
+    meta: tuple[AttachmentMeta, ...] = ()
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -150,9 +150,9 @@ async def prepare(attachments: Sequence[Attachment]) -> Prepared:
     result = Prepared()
     images: list[Image] = []
     texts: list[str] = []
-    meta: list[dict[str, object]] = []
+    meta: list[AttachmentMeta] = []
     for attachment in attachments:
-        meta.append({"name": attachment.name, "mime": attachment.mime, "size": attachment.size})
+        meta.append(AttachmentMeta(attachment.name, attachment.mime, attachment.size))
         kind = _kind(attachment)
         if kind == "image":
             image = await _image(attachment, len(images), result.notes)

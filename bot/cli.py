@@ -9,11 +9,10 @@ import logging
 import signal
 import sys
 import time
-from typing import Protocol
 
 from bot import __version__, logs
-from bot.config import Settings, load_settings
-from bot.engine import Engine
+from bot.app import Config, adapters, load_config, open_engine
+from bot.config import Settings
 from bot.errors import ConfigError, ModelError
 from bot.store import UsageTotals
 
@@ -28,12 +27,6 @@ SHUTDOWN_GRACE = 6.0  # in-flight replies get this long; adapters 2 s more; all 
 ADAPTER_CLOSE_TIMEOUT = 2.0
 
 
-class PlatformAdapter(Protocol):
-    async def run(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="teambot", description="Mistral Small 4 for Discord and Slack teams."
@@ -45,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="validate configuration and reach the model once")
     usage = sub.add_parser("usage", help="token and cost table from the store")
     usage.add_argument("--days", type=int, default=30, help="how far back (default 30)")
+    manifest = sub.add_parser("manifest", help="print a platform's app manifest")
+    manifest.add_argument("platform", choices=["slack"], help="the platform (slack)")
     return parser
 
 
@@ -54,60 +49,45 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    if args.command == "manifest":
+        return _manifest(args.platform)
     try:
-        settings = load_settings()
-        if args.command in ("run", "chat", "check") and not settings.mistral_api_key:
+        config = load_config()
+        if args.command in ("run", "chat", "check") and not config.core.mistral_api_key:
             raise ConfigError("MISTRAL_API_KEY", "your Mistral API key is required")
     except ConfigError as exc:
         print(f"teambot: configuration error: {exc}", file=sys.stderr)
         return 2
-    logs.setup(settings.log_level, _secrets(settings))
-    if args.command == "run" and not (settings.discord or settings.slack):
+    logs.setup(config.core.log_level, config.secrets())
+    if args.command == "run" and not config.platforms:
         print(NO_PLATFORM, file=sys.stderr)
         return 2
-    commands = {"run": _run, "chat": _chat, "check": _check}
     try:
         if args.command == "usage":
-            return asyncio.run(_usage(settings, args.days))
-        return asyncio.run(commands[args.command](settings))
+            return asyncio.run(_usage(config.core, args.days))
+        if args.command == "check":
+            return asyncio.run(_check(config))
+        return asyncio.run(_run(config) if args.command == "run" else _chat(config.core))
     except KeyboardInterrupt:
         return 130
 
 
-def _secrets(settings: Settings) -> list[str]:
-    values = [settings.mistral_api_key]
-    if settings.discord:
-        values.append(settings.discord.bot_token)
-    if settings.slack:
-        values += [
-            settings.slack.bot_token,
-            settings.slack.app_token,
-            settings.slack.signing_secret,
-        ]
-    return values
+def _manifest(platform: str) -> int:
+    from adapters.slack.manifest import manifest
+
+    del platform  # argparse allows only "slack"
+    sys.stdout.write(manifest())
+    return 0
 
 
-def _adapters(engine: Engine, settings: Settings) -> list[PlatformAdapter]:
-    adapters: list[PlatformAdapter] = []
-    if settings.discord:
-        from adapters.discord import DiscordAdapter
-
-        adapters.append(DiscordAdapter(engine, settings.discord))
-    if settings.slack:
-        from adapters.slack import SlackAdapter
-
-        adapters.append(SlackAdapter(engine, settings.slack))
-    return adapters
-
-
-async def _run(settings: Settings) -> int:
-    engine = await Engine.create(settings)
-    adapters = _adapters(engine, settings)
+async def _run(config: Config) -> int:
+    engine = await open_engine(config.core)
+    platforms = adapters(engine, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(adapter.run()) for adapter in adapters]
+    tasks = [asyncio.create_task(adapter.run()) for adapter in platforms]
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
     crashed = [t for t in done if t is not stopper and t.exception() is not None]
@@ -115,7 +95,7 @@ async def _run(settings: Settings) -> int:
         log.error("an adapter stopped: %s", task.exception())
     log.info("shutting down: finishing in-flight replies")
     await engine.shutdown(grace=SHUTDOWN_GRACE)
-    for adapter in adapters:
+    for adapter in platforms:
         with contextlib.suppress(Exception, TimeoutError):
             await asyncio.wait_for(adapter.close(), ADAPTER_CLOSE_TIMEOUT)
     for task in [*tasks, stopper]:
@@ -128,7 +108,7 @@ async def _run(settings: Settings) -> int:
 async def _chat(settings: Settings) -> int:
     from adapters.console import ConsoleAdapter
 
-    engine = await Engine.create(settings)
+    engine = await open_engine(settings)
     try:
         await ConsoleAdapter(engine).run()
     finally:
@@ -136,10 +116,11 @@ async def _chat(settings: Settings) -> int:
     return 0
 
 
-async def _check(settings: Settings) -> int:
+async def _check(config: Config) -> int:
     from bot.mistral import MistralClient
     from bot.store import open_store
 
+    settings = config.core
     ok = True
     print(f"✓ configuration: model {settings.model}, context budget {settings.context_tokens:,}")
     try:
@@ -157,21 +138,9 @@ async def _check(settings: Settings) -> int:
         print(f"✗ model: {exc.user_message} ({exc})")
     finally:
         await client.aclose()
-    platforms = {
-        "Discord": "configured" if settings.discord else "not configured (DISCORD_BOT_TOKEN)",
-        "Slack": _slack_mode(settings),
-    }
-    for name, state in platforms.items():
+    for name, state in config.status().items():
         print(f"{'✓' if 'not' not in state else '-'} {name}: {state}")
     return 0 if ok else 1
-
-
-def _slack_mode(settings: Settings) -> str:
-    if not settings.slack:
-        return "not configured (SLACK_BOT_TOKEN + SLACK_APP_TOKEN or SLACK_SIGNING_SECRET)"
-    if settings.slack.socket_mode:
-        return "configured, Socket Mode"
-    return f"configured, HTTP on port {settings.slack.port} at /slack/events"
 
 
 def _usage_line(day: str, platform: str, user: str, totals: UsageTotals) -> str:

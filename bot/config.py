@@ -1,8 +1,9 @@
-"""Settings from the environment (and `.env`), validated once at start-up.
+"""The core's settings from the environment (and `.env`), validated once at start-up.
 
 Every variable name here is part of the public contract. A bad value raises
 `ConfigError` naming the variable and what it accepts; the CLI prints that one line
-and exits 2.
+and exits 2. Each adapter parses its own settings from the same environment with the
+helpers here (`adapters/*/settings.py`); `bot/app.py` puts them together.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from bot.errors import ConfigError
 
+__all__ = ["ConfigError", "Settings", "environment", "id_list", "integer", "load_settings", "url"]
+
 MODEL_CONTEXT_WINDOW = 256_000
 DEFAULT_SYSTEM_PROMPT = (
     "You are teambot, a helpful assistant in a team chat. Be concise and accurate. "
@@ -21,27 +24,6 @@ DEFAULT_SYSTEM_PROMPT = (
     "do not add such a prefix to your own replies. Use Markdown for formatting."
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-@dataclass(frozen=True)
-class DiscordSettings:
-    bot_token: str
-    api_base_url: str = "https://discord.com/api/v10"
-    gateway_url: str = ""
-    guild_ids: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class SlackSettings:
-    bot_token: str
-    app_token: str = ""
-    signing_secret: str = ""
-    port: int = 3000
-    api_base_url: str = "https://slack.com/api/"
-
-    @property
-    def socket_mode(self) -> bool:
-        return bool(self.app_token)
 
 
 @dataclass(frozen=True)
@@ -56,8 +38,6 @@ class Settings:
     reasoning: bool = False
     admin_ids: frozenset[str] = field(default_factory=frozenset)
     log_level: str = "INFO"
-    discord: DiscordSettings | None = None
-    slack: SlackSettings | None = None
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -85,7 +65,7 @@ def environment(dotenv: Path | None = Path(".env")) -> dict[str, str]:
     return merged
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -98,23 +78,23 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def _url(env: Mapping[str, str], name: str, default: str) -> str:
+def url(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name, "").strip() or default
     if not value.startswith(("http://", "https://", "ws://", "wss://")):
         raise ConfigError(name, f"an http(s) or ws(s) URL (got {value!r})")
     return value
 
 
-def _ids(env: Mapping[str, str], name: str) -> list[str]:
+def id_list(env: Mapping[str, str], name: str) -> list[str]:
     return [part.strip() for part in env.get(name, "").split(",") if part.strip()]
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build `Settings` from `env` (default: the environment plus `.env`)."""
     env = environment() if env is None else env
-    max_output = _int(env, "TEAMBOT_MAX_OUTPUT_TOKENS", 4096, 1, MODEL_CONTEXT_WINDOW // 2)
+    max_output = integer(env, "TEAMBOT_MAX_OUTPUT_TOKENS", 4096, 1, MODEL_CONTEXT_WINDOW // 2)
     context_cap = MODEL_CONTEXT_WINDOW - max_output
-    context = _int(env, "TEAMBOT_CONTEXT_TOKENS", min(32_000, context_cap), 1000, context_cap)
+    context = integer(env, "TEAMBOT_CONTEXT_TOKENS", min(32_000, context_cap), 1000, context_cap)
 
     reasoning = env.get("TEAMBOT_REASONING", "").strip().lower() or "none"
     if reasoning not in ("none", "high"):
@@ -135,55 +115,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     model = env.get("TEAMBOT_MODEL", "").strip() or "mistral-small-2603"
     return Settings(
         mistral_api_key=env.get("MISTRAL_API_KEY", "").strip(),
-        mistral_base_url=_url(env, "MISTRAL_BASE_URL", "https://api.mistral.ai/v1").rstrip("/"),
+        mistral_base_url=url(env, "MISTRAL_BASE_URL", "https://api.mistral.ai/v1").rstrip("/"),
         model=model,
         database_url=database_url,
         system_prompt=env.get("TEAMBOT_SYSTEM_PROMPT", "").strip() or DEFAULT_SYSTEM_PROMPT,
         context_tokens=context,
         max_output_tokens=max_output,
         reasoning=reasoning == "high",
-        admin_ids=frozenset(_ids(env, "TEAMBOT_ADMIN_IDS")),
+        admin_ids=frozenset(id_list(env, "TEAMBOT_ADMIN_IDS")),
         log_level=log_level,
-        discord=_discord(env),
-        slack=_slack(env),
-    )
-
-
-def _discord(env: Mapping[str, str]) -> DiscordSettings | None:
-    token = env.get("DISCORD_BOT_TOKEN", "").strip()
-    if not token:
-        return None
-    guild_ids = []
-    for part in _ids(env, "DISCORD_GUILD_IDS"):
-        if not part.isdigit():
-            raise ConfigError(
-                "DISCORD_GUILD_IDS", f"comma-separated numeric guild ids (got {part!r})"
-            )
-        guild_ids.append(int(part))
-    gateway = env.get("DISCORD_GATEWAY_URL", "").strip()
-    return DiscordSettings(
-        bot_token=token,
-        api_base_url=_url(env, "DISCORD_API_BASE_URL", "https://discord.com/api/v10").rstrip("/"),
-        gateway_url=_url(env, "DISCORD_GATEWAY_URL", gateway) if gateway else "",
-        guild_ids=tuple(guild_ids),
-    )
-
-
-def _slack(env: Mapping[str, str]) -> SlackSettings | None:
-    token = env.get("SLACK_BOT_TOKEN", "").strip()
-    app_token = env.get("SLACK_APP_TOKEN", "").strip()
-    secret = env.get("SLACK_SIGNING_SECRET", "").strip()
-    if not token or not (app_token or secret):
-        return None
-    if not token.startswith("xoxb-"):
-        raise ConfigError("SLACK_BOT_TOKEN", "a bot token starting with xoxb-")
-    if app_token and not app_token.startswith("xapp-"):
-        raise ConfigError("SLACK_APP_TOKEN", "an app-level token starting with xapp-")
-    base = _url(env, "SLACK_API_BASE_URL", "https://slack.com/api/")
-    return SlackSettings(
-        bot_token=token,
-        app_token=app_token,
-        signing_secret=secret,
-        port=_int(env, "TEAMBOT_SLACK_PORT", 3000, 1, 65535),
-        api_base_url=base if base.endswith("/") else base + "/",
     )

@@ -32,9 +32,7 @@ def system_message(base: str, persona: str, today: str) -> ChatMessage:
 def render(message: StoredMessage, named: bool) -> str:
     """A stored message as the model reads it: speaker named in group conversations."""
     text = message.text
-    images = [
-        a.get("name") for a in message.attachments if str(a.get("mime", "")).startswith("image/")
-    ]
+    images = [a.name for a in message.attachments if a.is_image]
     if images:
         text += "".join(f"\n[image: {name}]" for name in images)
     if not text.strip():

@@ -2,8 +2,8 @@
 
 mistral-common ships Tekken vocabularies offline; the wheel lacks Small 4's v15 file
 but the 131k-token v3 vocabulary it does ship has the same layout. Whatever our count
-misses (control tokens, a vocabulary drift) is absorbed by `Calibration`, which
-tracks the ratio between the API's `usage.prompt_tokens` and our estimate.
+misses (control tokens, a vocabulary drift) is absorbed by `bot.accounting.Calibration`,
+which tracks the ratio between the API's `usage.prompt_tokens` and our estimate.
 
 We read that vocabulary into tiktoken ourselves instead of through mistral-common's
 `Tekkenizer`: counting needs only the merge ranks, and `Tekkenizer.from_file` parses
@@ -14,6 +14,7 @@ tests/test_tokens.py checks that both give the same counts.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import gc
@@ -104,17 +105,12 @@ def count(text: str) -> int:
     return len(tokenizer.encode_ordinary(text)) + MESSAGE_OVERHEAD
 
 
-class Calibration:
-    """Running ratio of the API's prompt token count to ours (an exponential average)."""
+# Counting a very long text takes milliseconds; do that off the event loop.
+COUNT_IN_THREAD_CHARS = 20_000
 
-    def __init__(self, ratio: float = 1.0) -> None:
-        self.ratio = ratio
 
-    def observe(self, estimated: int, reported: int) -> None:
-        if estimated <= 0 or reported <= 0:
-            return
-        sample = min(2.0, max(0.5, reported / estimated))
-        self.ratio = 0.8 * self.ratio + 0.2 * sample
-
-    def scale(self, estimated: int) -> int:
-        return int(estimated * self.ratio) + 1
+async def count_async(text: str) -> int:
+    """`count`, in a worker thread for texts long enough to stall the event loop."""
+    if len(text) > COUNT_IN_THREAD_CHARS:
+        return await asyncio.to_thread(count, text)
+    return count(text)

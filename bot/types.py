@@ -24,11 +24,6 @@ class ConversationKey:
     def __str__(self) -> str:
         return ":".join((self.platform, self.space, self.channel, self.thread))
 
-    @classmethod
-    def parse(cls, text: str) -> ConversationKey:
-        platform, space, channel, thread = text.split(":", 3)
-        return cls(platform, space, channel, thread)
-
 
 @dataclass(frozen=True)
 class Author:
@@ -47,6 +42,31 @@ class Image:
 
 
 @dataclass(frozen=True)
+class AttachmentMeta:
+    """What is remembered of a file someone attached (its content is not stored)."""
+
+    name: str
+    mime: str = ""
+    size: int = 0
+
+    @property
+    def is_image(self) -> bool:
+        return self.mime.startswith("image/")
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    """What a conversation's members chose for it; None means the bot's default."""
+
+    reasoning: str | None = None  # "on", "off" or "show"
+    system: str | None = None  # extra instructions for this conversation
+
+    def changed(self) -> dict[str, str]:
+        """The settings that differ from the defaults, by name (how the store keeps them)."""
+        return {k: v for k, v in (("reasoning", self.reasoning), ("system", self.system)) if v}
+
+
+@dataclass(frozen=True)
 class Message:
     """One message seen on a platform, whether or not the bot is asked to answer it.
 
@@ -61,27 +81,17 @@ class Message:
     author: Author
     text: str
     images: tuple[Image, ...] = ()
-    attachments: tuple[dict[str, object], ...] = ()
+    attachments: tuple[AttachmentMeta, ...] = ()
     reasoning: bool | None = None
     is_group: bool = True
 
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens one model call consumed (its price is `bot.accounting.cost_usd`)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
-
-    @property
-    def cost_usd(self) -> float:
-        return cost_usd(self.prompt_tokens, self.completion_tokens)
-
-
-INPUT_USD_PER_MTOK = 0.15
-OUTPUT_USD_PER_MTOK = 0.60
-
-
-def cost_usd(prompt_tokens: int, completion_tokens: int) -> float:
-    return (prompt_tokens * INPUT_USD_PER_MTOK + completion_tokens * OUTPUT_USD_PER_MTOK) / 1e6
 
 
 # Reply events: what the engine yields while answering one message.

@@ -8,11 +8,13 @@ refreshed from the store by id on every turn, so writes from anywhere are seen.
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from bot.context import merge_turns, render
 from bot.model import ChatMessage
-from bot.store import StoredMessage
+from bot.store import Store, StoredMessage
+from bot.types import ConversationKey
 
 
 class Window:
@@ -66,3 +68,34 @@ class Window:
         del self.rows[:cut], self.order[:cut], self.roles[:cut], self.texts[:cut]
         self._merged, self._merged_rows = [], 0
         self.start = start
+
+
+class Windows:
+    """The windows of the most recently active conversations, refreshed from the store."""
+
+    def __init__(self, store: Store, size: int = 512) -> None:
+        self.store = store
+        self.size = size
+        self._cached: OrderedDict[ConversationKey, Window] = OrderedDict()
+
+    async def get(self, key: ConversationKey, named: bool) -> Window:
+        window = self._cached.get(key)
+        if window is None or window.named != named:
+            window = Window(*await self.store.window(str(key)), named)
+        else:
+            window.add(await self.store.messages_since(str(key), window.max_id))
+        self._cached[key] = window
+        self._cached.move_to_end(key)
+        while len(self._cached) > self.size:
+            self._cached.popitem(last=False)
+        return window
+
+    def forget(self, key: ConversationKey) -> None:
+        """Drop a cached window whose rows changed in place (edits, deletes, resets)."""
+        self._cached.pop(key, None)
+
+    def saw_question(self, key: ConversationKey, row_id: int) -> None:
+        """A question stored over a row the window already holds (it was context first)."""
+        cached = self._cached.get(key)
+        if cached is not None and row_id <= cached.max_id:
+            self.forget(key)

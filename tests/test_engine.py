@@ -6,9 +6,9 @@ import asyncio
 import uuid
 
 from bot import tokens
-from bot.engine import CUT_BY_SHUTDOWN
 from bot.errors import ModelAuthError, ModelUnavailable
-from bot.types import Image, ReplyDone, ReplyFailed, TextDelta, ThinkingDelta
+from bot.pipeline import CUT_BY_SHUTDOWN
+from bot.types import AttachmentMeta, Image, ReplyDone, ReplyFailed, TextDelta, ThinkingDelta
 from tests.fakes.mistral import Disconnect, Error, FakeMistral, Reply, error_body
 from tests.helpers import (
     ALICE,
@@ -230,7 +230,7 @@ async def test_seed_copies_channel_messages_into_new_thread(engine, fake_mistral
 
 async def test_images_go_as_image_url_parts(engine, fake_mistral):
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 20
-    meta = ({"name": "chart.png", "mime": "image/png", "size": len(png)},)
+    meta = (AttachmentMeta("chart.png", "image/png", len(png)),)
     await collect(
         engine,
         message("what is this?", images=(Image("image/png", png, "chart.png"),), attachments=meta),

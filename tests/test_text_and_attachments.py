@@ -6,6 +6,9 @@ import logging
 
 import pytest
 
+from adapters.discord import settings as discord_settings
+from adapters.slack import settings as slack_settings
+from bot.app import load_config
 from bot.attachments import MAX_IMAGES, Attachment, prepare
 from bot.config import load_settings
 from bot.errors import ConfigError
@@ -76,7 +79,7 @@ async def test_images_and_text_files_are_prepared():
     assert [i.mime for i in result.images] == ["image/png"]
     assert "[Attached file: main.py]" in result.text and "````" in result.text
     assert result.notes == ["archive.zip can't be read by the model (only images and text files)."]
-    assert [m["name"] for m in result.meta] == ["shot.png", "main.py", "archive.zip"]
+    assert [m.name for m in result.meta] == ["shot.png", "main.py", "archive.zip"]
 
 
 async def test_login_page_instead_of_image_is_reported():
@@ -118,28 +121,28 @@ def test_settings_defaults_and_contract_names():
     assert settings.mistral_base_url == "https://api.mistral.ai/v1"
     assert (settings.context_tokens, settings.max_output_tokens) == (32_000, 4096)
     assert settings.database_url == "sqlite:///./teambot.db"
-    assert settings.discord is None and settings.slack is None
-    full = load_settings(
-        {
-            "TEAMBOT_ADMIN_IDS": "U1, 42 ,",
-            "TEAMBOT_REASONING": "HIGH",
-            "DISCORD_BOT_TOKEN": "abc",
-            "DISCORD_GUILD_IDS": "1,2",
-            "SLACK_BOT_TOKEN": "xoxb-1",
-            "SLACK_SIGNING_SECRET": "s",
-            "TEAMBOT_SLACK_PORT": "3100",
-        }
-    )
+    assert load_config({"MISTRAL_API_KEY": "k"}).platforms == {}
+    env = {
+        "TEAMBOT_ADMIN_IDS": "U1, 42 ,",
+        "TEAMBOT_REASONING": "HIGH",
+        "DISCORD_BOT_TOKEN": "abc",
+        "DISCORD_GUILD_IDS": "1,2",
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_SIGNING_SECRET": "s",
+        "TEAMBOT_SLACK_PORT": "3100",
+    }
+    full = load_settings(env)
     assert full.admin_ids == {"U1", "42"} and full.reasoning
-    assert full.discord and full.discord.guild_ids == (1, 2)
-    assert full.slack and not full.slack.socket_mode and full.slack.port == 3100
+    discord, slack = discord_settings.load(env), slack_settings.load(env)
+    assert discord and discord.guild_ids == (1, 2)
+    assert slack and not slack.socket_mode and slack.port == 3100
 
 
 def test_context_budget_capped_below_window_minus_output():
     with pytest.raises(ConfigError, match="TEAMBOT_CONTEXT_TOKENS"):
         load_settings({"TEAMBOT_MAX_OUTPUT_TOKENS": "100000", "TEAMBOT_CONTEXT_TOKENS": "200000"})
     with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN"):
-        load_settings({"SLACK_BOT_TOKEN": "xoxp-user", "SLACK_APP_TOKEN": "xapp-1"})
+        load_config({"SLACK_BOT_TOKEN": "xoxp-user", "SLACK_APP_TOKEN": "xapp-1"})
 
 
 def test_log_lines_never_carry_secrets():

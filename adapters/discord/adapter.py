@@ -12,7 +12,7 @@ import yarl
 
 from adapters.discord.client import TeambotClient
 from adapters.discord.pacer import Pacer
-from bot.config import DiscordSettings
+from adapters.discord.settings import DiscordSettings
 from bot.engine import Engine
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from adapters.discord.commands import install
 from adapters.discord.convert import PLATFORM, addressed_to_bot, clean_text, key_for, to_message
 from adapters.discord.pacer import Pacer
 from adapters.discord.replying import answer
+from adapters.discord.settings import DiscordSettings
 from adapters.discord.sync import sync_if_changed
 from adapters.discord.targets import NO_MENTIONS, ChannelTarget
-from bot.config import DiscordSettings
 from bot.engine import Engine
 from bot.types import ConversationKey
 

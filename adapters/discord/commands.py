@@ -1,12 +1,14 @@
-"""Slash commands: /ask streams an answer; the rest map onto the engine's commands.
+"""Slash commands built from the command registry: `/ask` streams an answer, the rest run
+in the engine.
 
 Every command defers at once (Discord voids an interaction not acknowledged within 3 s)
 and answers by follow-up. Whether a reply is private must be chosen at defer time: a
-follow-up cannot make a public defer ephemeral.
+follow-up cannot make a public defer ephemeral, so the registry says so before running.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -19,64 +21,78 @@ from adapters.discord.replying import BROKEN, answer
 from adapters.discord.streaming import MESSAGE_LIMIT
 from adapters.discord.targets import NO_MENTIONS, FollowupTarget
 from bot.attachments import prepare
+from bot.commands import REGISTRY, Command, Kind, Option
 from bot.engine import Engine
 from bot.text import split_markdown
 from bot.types import CommandResult, Message
 
 log = logging.getLogger(__name__)
 
-REASONING_CHOICES = [app_commands.Choice(name=v, value=v) for v in ("on", "off", "show")]
+# How each kind of option appears in Discord's command picker.
+OPTION_TYPES: dict[Kind, Any] = {
+    Kind.TEXT: str,
+    Kind.FLAG: bool,
+    Kind.IMAGE: discord.Attachment,
+}
 
 
 def install(tree: app_commands.CommandTree[Any], engine: Engine, pacer: Pacer) -> None:
-    """Add teambot's commands to `tree`."""
+    """Add every command the registry offers on Discord to `tree`."""
     tree.error(on_command_error)
+    for command in REGISTRY.on("discord"):
+        tree.add_command(app_command(command, engine, pacer))
 
-    @tree.command(name="ask", description="Ask the bot a question")
-    @app_commands.describe(
-        prompt="What to ask",
-        image="An image for the model to look at",
-        reasoning="Think before answering (slower, better on hard questions)",
+
+def _parameter(option: Option) -> inspect.Parameter:
+    kind: Any = app_commands.Choice[str] if option.choices else OPTION_TYPES[option.kind]
+    return inspect.Parameter(
+        option.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=kind if option.required else kind | None,
+        default=inspect.Parameter.empty if option.required else None,
     )
-    async def ask(
-        interaction: discord.Interaction,
-        prompt: str,
-        image: discord.Attachment | None = None,
-        reasoning: bool | None = None,
-    ) -> None:
-        await interaction.response.defer(thinking=True)
-        await ask_command(engine, pacer, interaction, prompt, image, reasoning)
 
-    @tree.command(name="reset", description="Forget this conversation (channel, thread or DM)")
-    async def reset(interaction: discord.Interaction) -> None:
-        await run_command(engine, interaction, "reset", "", ephemeral=False)
 
-    @tree.command(name="reasoning", description="Set whether I think before answering here")
-    @app_commands.describe(mode="on, off, or show (also posts my thinking as a file)")
-    @app_commands.choices(mode=REASONING_CHOICES)
-    async def reasoning_cmd(
-        interaction: discord.Interaction, mode: app_commands.Choice[str] | None = None
-    ) -> None:
-        await run_command(
-            engine, interaction, "reasoning", mode.value if mode else "", ephemeral=False
+def app_command(
+    command: Command, engine: Engine, pacer: Pacer
+) -> app_commands.Command[Any, ..., None]:
+    """The registry's `command` as a discord.py command with typed, described options."""
+
+    async def callback(interaction: discord.Interaction, **options: Any) -> None:
+        values = {
+            k: v.value if isinstance(v, app_commands.Choice) else v for k, v in options.items()
+        }
+        if command.handler is None:
+            await interaction.response.defer(thinking=True)
+            await ask_command(engine, pacer, interaction, values)
+            return
+        args = " ".join(str(v) for v in values.values() if isinstance(v, str)).strip()
+        private = engine.answers_privately(
+            interaction_key(interaction),
+            author_of(interaction.user),
+            command.name,
+            args,
+            is_group=interaction.guild_id is not None,
         )
+        await run_command(engine, interaction, command.name, args, ephemeral=private)
 
-    @tree.command(name="system", description="Show or set my instructions here (admins)")
-    @app_commands.describe(text="New instructions, or 'clear'; leave empty to show them")
-    async def system(interaction: discord.Interaction, text: str | None = None) -> None:
-        args = (text or "").strip()
-        in_group = interaction.guild_id is not None
-        # Mirrors the engine: showing, and refusals to non-admins, are private.
-        private = not args or (in_group and not engine.is_admin(str(interaction.user.id)))
-        await run_command(engine, interaction, "system", args, ephemeral=private)
-
-    @tree.command(name="usage", description="Tokens and cost: yours, here, and everyone's")
-    async def usage(interaction: discord.Interaction) -> None:
-        await run_command(engine, interaction, "usage", "", ephemeral=True)
-
-    @tree.command(name="help", description="What I can do")
-    async def help_cmd(interaction: discord.Interaction) -> None:
-        await run_command(engine, interaction, "help", "", ephemeral=True)
+    first = inspect.Parameter(
+        "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction
+    )
+    callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [first, *map(_parameter, command.options)]
+    )
+    callback.__name__ = callback.__qualname__ = f"{command.name}_command"
+    if command.options:
+        app_commands.describe(**{o.name: o.description for o in command.options})(callback)
+    choices = {
+        o.name: [app_commands.Choice(name=c, value=c) for c in o.choices]
+        for o in command.options
+        if o.choices
+    }
+    if choices:
+        app_commands.choices(**choices)(callback)
+    return app_commands.Command(name=command.name, description=command.summary, callback=callback)
 
 
 async def on_command_error(
@@ -94,13 +110,11 @@ async def on_command_error(
 
 
 async def ask_command(
-    engine: Engine,
-    pacer: Pacer,
-    interaction: discord.Interaction,
-    prompt: str,
-    image: discord.Attachment | None,
-    reasoning: bool | None,
+    engine: Engine, pacer: Pacer, interaction: discord.Interaction, options: dict[str, Any]
 ) -> None:
+    prompt = str(options.get("prompt") or "")
+    image: discord.Attachment | None = options.get("image")
+    reasoning: bool | None = options.get("reasoning")
     prepared = await prepare(describe([image] if image else []))
     message = Message(
         key=interaction_key(interaction),

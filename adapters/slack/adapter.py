@@ -24,8 +24,8 @@ from adapters.slack.budget import Budgets
 from adapters.slack.events import Events
 from adapters.slack.people import Names
 from adapters.slack.runtime import Runtime
+from adapters.slack.settings import SlackSettings
 from adapters.slack.slash import COMMANDS, Slash
-from bot.config import SlackSettings
 from bot.engine import Engine
 
 log = logging.getLogger("teambot.slack")

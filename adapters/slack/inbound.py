@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 from bot.attachments import Attachment
-from bot.types import ConversationKey
+from bot.types import AttachmentMeta, ConversationKey
 
 # Message subtypes that are people (or other bots) saying something.
 SPOKEN = (None, "file_share", "thread_broadcast", "bot_message")
@@ -91,8 +91,10 @@ def attachments(
     return found
 
 
-def file_meta(files: tuple[dict[str, Any], ...]) -> tuple[dict[str, object], ...]:
+def file_meta(files: tuple[dict[str, Any], ...]) -> tuple[AttachmentMeta, ...]:
     return tuple(
-        {"name": f.get("name", ""), "mime": f.get("mimetype", ""), "size": f.get("size", 0)}
+        AttachmentMeta(
+            str(f.get("name") or ""), str(f.get("mimetype") or ""), int(f.get("size") or 0)
+        )
         for f in files
     )

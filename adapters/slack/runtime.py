@@ -110,10 +110,7 @@ class Runtime:
         self.engaged.add(thread)
         if seed:
             await self.engine.seed(channel, thread)
-        defaults = await self.engine.conversation_settings(channel)
-        if defaults and not await self.engine.conversation_settings(thread):
-            for name, value in defaults.items():
-                await self.engine.set_setting(thread, name, value)
+        await self.engine.inherit_settings(channel, thread)
 
     async def author(self, user: str) -> Author:
         return Author(user, await self.names.get(user))

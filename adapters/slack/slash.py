@@ -19,12 +19,12 @@ from adapters.slack.api import error_code
 from adapters.slack.render import markdown_message
 from adapters.slack.runtime import Runtime
 from adapters.slack.writer import Place
+from bot.commands import REGISTRY
 from bot.types import ConversationKey, Message
 
 log = logging.getLogger("teambot.slack")
 
-COMMANDS = ("/ask", "/reset", "/reasoning", "/system", "/usage", "/help")
-ALWAYS_PRIVATE = frozenset({"usage", "help"})
+COMMANDS = tuple(c.typed("slack") for c in REGISTRY.on("slack"))
 
 
 class Slash:
@@ -43,8 +43,7 @@ class Slash:
                 return
             author = await self.rt.author(str(command.get("user_id") or ""))
             result = await self.rt.engine.command(key, author, name, text, is_group=not is_dm)
-            private = result.private or name in ALWAYS_PRIVATE
-            await self._respond(respond, result.text, private)
+            await self._respond(respond, result.text, result.private)
         except Exception:
             log.exception("/%s failed in %s", name, channel)
             await self._respond(respond, "Sorry, that command failed; the details are in the log.")

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot.types import AttachmentMeta
+
 # The `messages` columns a new message fills, in `NewMessage.values()` order.
 INSERT_COLUMNS = (
     "conversation",
@@ -27,6 +29,14 @@ INSERT_COLUMNS = (
 )
 
 
+def _attachments(raw: str | None) -> tuple[AttachmentMeta, ...]:
+    """The `attachments` column: a JSON list of {name, mime, size}."""
+    return tuple(
+        AttachmentMeta(str(a.get("name", "")), str(a.get("mime", "")), int(a.get("size") or 0))
+        for a in json.loads(raw or "[]")
+    )
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     id: int
@@ -40,7 +50,7 @@ class StoredMessage:
     platform_id: str | None = None
     reply_to: int | None = None
     thinking: str = ""
-    attachments: tuple[dict[str, object], ...] = ()
+    attachments: tuple[AttachmentMeta, ...] = ()
 
     @property
     def position(self) -> int:
@@ -62,7 +72,7 @@ class StoredMessage:
             platform_id=row["platform_id"],
             reply_to=row["reply_to"],
             thinking=row["thinking"] or "",
-            attachments=tuple(json.loads(row["attachments"] or "[]")),
+            attachments=_attachments(row["attachments"]),
         )
 
     def copy_to(self, conversation: str) -> NewMessage:
@@ -92,7 +102,7 @@ class NewMessage:
     platform_id: str | None = None
     reply_to: int | None = None
     thinking: str = ""
-    attachments: tuple[dict[str, object], ...] = ()
+    attachments: tuple[AttachmentMeta, ...] = ()
     created_at: float | None = None
 
     def values(self, created_at: float) -> list[Any]:
@@ -105,7 +115,7 @@ class NewMessage:
             self.author_name,
             self.text,
             self.thinking,
-            json.dumps(list(self.attachments)),
+            json.dumps([vars(a) for a in self.attachments]),
             self.tokens,
             self.reply_to,
             created_at,

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from adapters.discord import DiscordAdapter
-from bot.config import DiscordSettings
+from adapters.discord.settings import DiscordSettings
 from bot.engine import Engine
 from tests.fakes.discord.server import BOT_TOKEN, FakeDiscord
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.slack import SlackAdapter
-from bot.config import SlackSettings
+from adapters.slack.settings import SlackSettings
 from bot.engine import Engine
 from tests.fakes.slack.records import Posted
 from tests.fakes.slack.server import FakeSlack

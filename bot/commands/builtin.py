@@ -1,0 +1,175 @@
+"""teambot's commands: each declared once, with its handler."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from bot.commands.registry import (
+    CHAT_PLATFORMS,
+    Call,
+    Command,
+    Kind,
+    Option,
+    Registry,
+    Who,
+)
+from bot.store import UsageTotals
+from bot.types import CommandResult
+
+DAY = 86_400.0
+REASONING_MODES = ("on", "off", "show")
+
+REGISTRY = Registry(
+    intro={
+        "discord": "**teambot** answers with Mistral Small 4. Mention me in a channel, "
+        "reply to me, or DM me.",
+        "slack": "**teambot** answers with Mistral Small 4. Mention me in a channel and I "
+        "answer in a thread (and keep answering there without a mention), or DM me.",
+        "console": "**teambot** answers with Mistral Small 4. Type a message to ask; "
+        "`/quit` leaves.",
+        "": "**teambot** answers with Mistral Small 4. Mention me in a channel, "
+        "reply to me, or DM me.",
+    },
+    outro="Start a message with `think:` to have me reason carefully about that one message.\n"
+    "I see images and text files you attach. Replies never ping anyone.",
+)
+
+
+async def _help(call: Call) -> CommandResult:
+    return CommandResult(REGISTRY.help(call.key.platform))
+
+
+async def _reset(call: Call) -> CommandResult:
+    count = await call.services.forget(call.key)
+    noun = "message" if count == 1 else "messages"
+    return CommandResult(f"Forgot this conversation ({count} {noun}). Starting fresh.")
+
+
+REASONING_MEANING = {
+    "on": "I'll think before answering here (slower, better on hard questions).",
+    "off": "I'll answer directly here without extended thinking.",
+    "show": "I'll think before answering here and show my thinking with each answer.",
+}
+
+
+async def _reasoning(call: Call) -> CommandResult:
+    choice = call.args.lower()
+    if not choice:
+        current = (await call.services.conversation_settings(call.key)).reasoning
+        if current is None:
+            current = "on" if call.services.settings.reasoning else "off"
+        return CommandResult(f"Reasoning here is **{current}**. Use `reasoning on|off|show`.")
+    if choice not in REASONING_MODES:
+        return CommandResult("Use `reasoning on`, `reasoning off` or `reasoning show`.", True)
+    await call.services.set_setting(call.key, "reasoning", choice)
+    return CommandResult(f"Reasoning **{choice}**. {REASONING_MEANING[choice]}")
+
+
+async def _system(call: Call) -> CommandResult:
+    if not call.args:
+        current = (await call.services.conversation_settings(call.key)).system
+        if not current:
+            return CommandResult("No instructions are set for this conversation.")
+        return CommandResult(f"Instructions for this conversation:\n{current}")
+    if call.args.lower() == "clear":
+        await call.services.set_setting(call.key, "system", None)
+        return CommandResult("Instructions cleared for this conversation.")
+    await call.services.set_setting(call.key, "system", call.args)
+    return CommandResult("Instructions set for this conversation.")
+
+
+def _line(label: str, totals: UsageTotals) -> str:
+    calls = f"{totals.calls:,} {'reply' if totals.calls == 1 else 'replies'}"
+    return (
+        f"• {label}: {calls}, {totals.prompt_tokens:,} tokens in / "
+        f"{totals.completion_tokens:,} out, ${totals.cost_usd:.4f}"
+    )
+
+
+async def _usage(call: Call) -> CommandResult:
+    now = time.time()
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    totals = call.services.usage_totals
+    lines = [
+        f"Usage of {call.services.settings.model} ($0.15 in / $0.60 out per million tokens):",
+        _line("You, last 30 days", await totals(since=now - 30 * DAY, user_id=call.author.id)),
+        _line("This conversation", await totals(key=call.key)),
+        _line("Everyone, today (UTC)", await totals(since=midnight)),
+        _line("Everyone, last 30 days", await totals(since=now - 30 * DAY)),
+    ]
+    return CommandResult("\n".join(lines))
+
+
+def _system_is_private(call: Call) -> bool:
+    # Showing the instructions, and refusing a non-admin, answer only the caller.
+    return not call.args or not Command.allowed(SYSTEM, call)
+
+
+ASK = REGISTRY.add(
+    Command(
+        name="ask",
+        summary="Ask teambot a question",
+        help="ask me; the answer starts a thread in channels",
+        usage="<question>",
+        handler=None,
+        options=(
+            Option("prompt", "What to ask", required=True),
+            Option("image", "An image for the model to look at", Kind.IMAGE),
+            Option(
+                "reasoning", "Think before answering (slower, better on hard questions)", Kind.FLAG
+            ),
+        ),
+        platforms=CHAT_PLATFORMS,
+    )
+)
+RESET = REGISTRY.add(
+    Command(
+        name="reset",
+        summary="Forget this conversation (channel, thread or DM)",
+        help="forget this conversation (channel, thread or DM)",
+        handler=_reset,
+    )
+)
+REASONING = REGISTRY.add(
+    Command(
+        name="reasoning",
+        summary="Set whether I think before answering here (on, off, or show the thinking)",
+        help="think before answering here by default; `show` also posts the thinking",
+        usage="on|off|show",
+        handler=_reasoning,
+        options=(
+            Option("mode", "on, off, or show (also posts my thinking)", choices=REASONING_MODES),
+        ),
+    )
+)
+SYSTEM = REGISTRY.add(
+    Command(
+        name="system",
+        summary="Show or set my instructions for this conversation (admins in channels)",
+        help="give me instructions for this conversation (admins); `{typed} clear` removes them",
+        usage="<text>",
+        handler=_system,
+        options=(Option("text", "New instructions, or 'clear'; leave empty to show them"),),
+        who=Who.ADMINS_TO_CHANGE,
+        private=_system_is_private,
+    )
+)
+USAGE = REGISTRY.add(
+    Command(
+        name="usage",
+        summary="Tokens and cost: yours, here, and everyone's (only you see it)",
+        help="tokens and cost: yours, this conversation's, today's and the last 30 days'",
+        handler=_usage,
+        private=True,
+    )
+)
+HELP = REGISTRY.add(
+    Command(
+        name="help",
+        summary="What I can do and how to use me",
+        help="this text",
+        handler=_help,
+        private=True,
+    )
+)
