@@ -1,7 +1,9 @@
 """The console adapter behind `teambot chat`: a terminal conversation with the engine.
 
 Every `teambot chat` on the same database continues one conversation until `/reset`.
-With piped stdin it answers each line in turn and returns at end of input.
+With piped stdin it answers each line in turn and returns at end of input. Replies go
+through the shared delivery like on any platform; a terminal can only append, so its
+surface is a native stream that prints what is new.
 """
 
 from __future__ import annotations
@@ -10,18 +12,93 @@ import asyncio
 import getpass
 import sys
 import time
+from collections.abc import Sequence
 from typing import TextIO
 
+from bot.delivery import File, Limit, Scheduler, Style, Thinking, deliver, say
+from bot.delivery.plan import Kind
 from bot.engine import Engine
-from bot.types import (
-    Author,
-    ConversationKey,
-    Message,
-    ReplyDone,
-    ReplyFailed,
-    TextDelta,
-    ThinkingDelta,
-)
+from bot.types import Author, ConversationKey, Message
+
+# A terminal takes text as fast as it comes; nothing is split or paced.
+STYLE = Style(limit=10_000_000, emphasis="", thinking=Thinking.NONE)
+
+
+def _unlimited(scope: str) -> Limit:
+    raise KeyError(scope)  # the console's requests spend no budget
+
+
+class Printer:
+    """A terminal as a streamed message: it prints what is new, and can't take text back."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.handle: object | None = None
+        self.shown = ""
+        self.failed = False
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    async def start(self, text: str) -> bool:
+        self.handle = self
+        self._write(text)
+        self.shown = text
+        return True
+
+    async def append(self, text: str) -> bool | None:
+        if not text.startswith(self.shown):
+            return False
+        self._write(text[len(self.shown) :])
+        self.shown = text
+        return True
+
+    async def finish(self, text: str) -> bool:
+        if not text.startswith(self.shown):
+            return False
+        self._write(text[len(self.shown) :] + "\n")
+        self.failed = True  # finished: later text goes out as new messages
+        self.shown = text
+        return True
+
+    async def abandon(self) -> None:
+        self._write("\n")
+        self.failed = True
+
+
+class Terminal:
+    """The console's surface: lines printed to stdout."""
+
+    style = STYLE
+    edit_interval = 0.0
+    indicate_every = 0.0
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.stream: Printer | None = Printer(out)
+
+    def scopes(self, kind: Kind) -> Sequence[str]:
+        return ()
+
+    async def post(self, text: str, files: Sequence[File]) -> object:
+        self.out.write(text + "\n")
+        self.out.flush()
+        return text
+
+    async def edit(self, handle: object, text: str, files: Sequence[File]) -> object:
+        # Printed text can't change: print the corrected text below it.
+        return await self.post("\n" + text, files)
+
+    async def delete(self, handle: object) -> None:
+        """Printed text stays printed."""
+
+    async def indicate(self) -> bool:
+        return False
+
+    async def settle(self, shown: bool) -> None:
+        """Nothing to clean up in a terminal."""
+
 
 CONSOLE_KEY = ConversationKey("console", "", "default")
 QUIT = ("quit", "exit")
@@ -39,6 +116,7 @@ class ConsoleAdapter:
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.interactive = stdin.isatty()
         self.author = Author("console", _user_name())
+        self.pacer = Scheduler(_unlimited)
 
     async def run(self) -> None:
         if self.interactive:
@@ -48,6 +126,7 @@ class ConsoleAdapter:
                 self._err("you> ", end="")
             line = await asyncio.to_thread(self.stdin.readline)
             if not line:
+                await self.pacer.close()
                 return
             line = line.strip()
             if not line:
@@ -55,11 +134,12 @@ class ConsoleAdapter:
             if line.startswith("/"):
                 name, _, args = line[1:].partition(" ")
                 if name.lower() in QUIT:
+                    await self.pacer.close()
                     return
                 result = await self.engine.command(
                     CONSOLE_KEY, self.author, name, args, is_group=False
                 )
-                self._out(result.text + "\n")
+                await say(self.pacer, Terminal(self.stdout), result.text)
                 continue
             await self._answer(line)
 
@@ -71,24 +151,10 @@ class ConsoleAdapter:
             text=text,
             is_group=False,
         )
-        thinking: list[str] = []
-        async for event in self.engine.reply(message):
-            if isinstance(event, TextDelta):
-                self._out(event.text)
-            elif isinstance(event, ThinkingDelta):
-                thinking.append(event.text)
-            elif isinstance(event, ReplyDone):
-                if event.cut_off:
-                    self._out(f"\n{event.notice}")
-                self._out("\n")
-                if event.show_thinking and event.thinking:
-                    self._err(f"--- thinking ---\n{event.thinking}\n--- end of thinking ---")
-            elif isinstance(event, ReplyFailed):
-                self._out(event.notice + "\n")
-
-    def _out(self, text: str) -> None:
-        self.stdout.write(text)
-        self.stdout.flush()
+        reply = await deliver(self.pacer, Terminal(self.stdout), self.engine.reply(message))
+        view = reply.view
+        if view.show_thinking and view.thinking:
+            self._err(f"--- thinking ---\n{view.thinking}\n--- end of thinking ---")
 
     def _err(self, text: str, end: str = "\n") -> None:
         self.stderr.write(text + end)

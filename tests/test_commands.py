@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from adapters.discord.commands import install
-from adapters.discord.pacer import Pacer
+from adapters.discord.delivery import scheduler
 from adapters.slack.manifest import manifest
 from adapters.slack.slash import COMMANDS
 from bot.commands import REGISTRY
@@ -102,7 +102,7 @@ def test_discord_tree_is_built_from_the_registry() -> None:
 
     client = discord.Client(intents=discord.Intents.none())
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
-    install(tree, engine=None, pacer=Pacer())  # type: ignore[arg-type]
+    install(tree, engine=None, pacer=scheduler())  # type: ignore[arg-type]
     built = {c.name: c.to_dict(tree) for c in tree.get_commands()}
     assert list(built) == [c.name for c in REGISTRY.on("discord")]
     ask = {o["name"]: o for o in built["ask"]["options"]}

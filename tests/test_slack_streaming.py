@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from adapters.slack import writer
+from adapters.slack import delivery
 from tests.fakes.mistral import Disconnect, Error, FakeMistral, Reply, error_body
 from tests.fakes.slack.fixtures import fake_slack_fixture, slack_fixture  # noqa: F401
 from tests.fakes.slack.harness import Harness
@@ -224,7 +224,7 @@ async def test_status_is_renewed_while_the_model_is_slow(
     slack: Harness, fake_mistral: FakeMistral, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Slack drops a status after two minutes; the writer renews it (every 0.2 s here).
-    monkeypatch.setattr(writer, "STATUS_RENEW", 0.2)
+    monkeypatch.setattr(delivery, "STATUS_RENEW", 0.2)
     fake_mistral.first_token_delay = 1.0
     ts = slack.fake.user_message("U1", "C1", f"{BOT} very slow")
     await slack.reply_in("C1", ts)

@@ -11,9 +11,9 @@ from adapters.slack import settings as slack_settings
 from bot.app import load_config
 from bot.attachments import MAX_IMAGES, Attachment, prepare
 from bot.config import load_settings
+from bot.delivery.split import open_fence, split_markdown
 from bot.errors import ConfigError
 from bot.logs import RedactingFormatter
-from bot.text import open_fence, split_markdown
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 

@@ -11,7 +11,7 @@ import discord
 import yarl
 
 from adapters.discord.client import TeambotClient
-from adapters.discord.pacer import Pacer
+from adapters.discord.delivery import scheduler
 from adapters.discord.settings import DiscordSettings
 from bot.engine import Engine
 
@@ -64,7 +64,7 @@ class DiscordAdapter:
     def __init__(self, engine: Engine, settings: DiscordSettings) -> None:
         self.engine = engine
         self.settings = settings
-        self.pacer = Pacer()
+        self.pacer = scheduler()  # every reply's requests, paced together
         self.client: TeambotClient | None = None
         self._closing = asyncio.Event()
         self._ready = asyncio.Event()

@@ -12,11 +12,10 @@ from discord import app_commands
 
 from adapters.discord.commands import install
 from adapters.discord.convert import PLATFORM, addressed_to_bot, clean_text, key_for, to_message
-from adapters.discord.pacer import Pacer
-from adapters.discord.replying import answer
+from adapters.discord.delivery import NO_MENTIONS, ChannelSurface
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.sync import sync_if_changed
-from adapters.discord.targets import NO_MENTIONS, ChannelTarget
+from bot.delivery import Scheduler, deliver
 from bot.engine import Engine
 from bot.types import ConversationKey
 
@@ -36,7 +35,7 @@ def intents(message_content: bool) -> discord.Intents:
 
 class TeambotClient(discord.Client):
     def __init__(
-        self, engine: Engine, settings: DiscordSettings, pacer: Pacer, *, message_content: bool
+        self, engine: Engine, settings: DiscordSettings, pacer: Scheduler, *, message_content: bool
     ) -> None:
         super().__init__(intents=intents(message_content), allowed_mentions=NO_MENTIONS)
         self.engine = engine
@@ -82,8 +81,8 @@ class TeambotClient(discord.Client):
                 log.info("ignoring a reply without ping: Discord hid its text (no content intent)")
                 return
             msg, prepared = await to_message(message, self.user.id)
-            target = ChannelTarget(message.channel, message.channel.id, message)
-            await answer(self.engine, self.pacer, target, msg, prepared.notes)
+            surface = ChannelSurface(message.channel, message.channel.id, message)
+            await deliver(self.pacer, surface, self.engine.reply(msg), prepared.notes)
         elif message.guild is not None and self.reads_content:
             msg, _ = await to_message(message, self.user.id, fetch_files=False)
             if msg.text:

@@ -16,14 +16,11 @@ import discord
 from discord import app_commands
 
 from adapters.discord.convert import author_of, describe, interaction_key
-from adapters.discord.pacer import Pacer
-from adapters.discord.replying import BROKEN, answer
-from adapters.discord.streaming import MESSAGE_LIMIT
-from adapters.discord.targets import NO_MENTIONS, FollowupTarget
+from adapters.discord.delivery import FollowupSurface
 from bot.attachments import prepare
 from bot.commands import REGISTRY, Command, Kind, Option
+from bot.delivery import BROKEN, Scheduler, deliver, say
 from bot.engine import Engine
-from bot.text import split_markdown
 from bot.types import CommandResult, Message
 
 log = logging.getLogger(__name__)
@@ -36,7 +33,7 @@ OPTION_TYPES: dict[Kind, Any] = {
 }
 
 
-def install(tree: app_commands.CommandTree[Any], engine: Engine, pacer: Pacer) -> None:
+def install(tree: app_commands.CommandTree[Any], engine: Engine, pacer: Scheduler) -> None:
     """Add every command the registry offers on Discord to `tree`."""
     tree.error(on_command_error)
     for command in REGISTRY.on("discord"):
@@ -54,7 +51,7 @@ def _parameter(option: Option) -> inspect.Parameter:
 
 
 def app_command(
-    command: Command, engine: Engine, pacer: Pacer
+    command: Command, engine: Engine, pacer: Scheduler
 ) -> app_commands.Command[Any, ..., None]:
     """The registry's `command` as a discord.py command with typed, described options."""
 
@@ -74,7 +71,7 @@ def app_command(
             args,
             is_group=interaction.guild_id is not None,
         )
-        await run_command(engine, interaction, command.name, args, ephemeral=private)
+        await run_command(engine, pacer, interaction, command.name, args, ephemeral=private)
 
     first = inspect.Parameter(
         "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction
@@ -110,7 +107,7 @@ async def on_command_error(
 
 
 async def ask_command(
-    engine: Engine, pacer: Pacer, interaction: discord.Interaction, options: dict[str, Any]
+    engine: Engine, pacer: Scheduler, interaction: discord.Interaction, options: dict[str, Any]
 ) -> None:
     prompt = str(options.get("prompt") or "")
     image: discord.Attachment | None = options.get("image")
@@ -126,11 +123,17 @@ async def ask_command(
         reasoning=reasoning,
         is_group=interaction.guild_id is not None,
     )
-    await answer(engine, pacer, FollowupTarget(interaction), message, prepared.notes)
+    await deliver(pacer, FollowupSurface(interaction), engine.reply(message), prepared.notes)
 
 
 async def run_command(
-    engine: Engine, interaction: discord.Interaction, name: str, args: str, *, ephemeral: bool
+    engine: Engine,
+    pacer: Scheduler,
+    interaction: discord.Interaction,
+    name: str,
+    args: str,
+    *,
+    ephemeral: bool,
 ) -> None:
     await interaction.response.defer(thinking=True, ephemeral=ephemeral)
     key = interaction_key(interaction)
@@ -141,5 +144,4 @@ async def run_command(
     except Exception:
         log.exception("/%s failed in %s", name, key)
         result = CommandResult(BROKEN, private=True)
-    for chunk in split_markdown(result.text, MESSAGE_LIMIT) or [result.text]:
-        await interaction.followup.send(chunk, ephemeral=ephemeral, allowed_mentions=NO_MENTIONS)
+    await say(pacer, FollowupSurface(interaction, ephemeral), result.text)

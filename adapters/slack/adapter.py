@@ -20,7 +20,6 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import SlackApi
-from adapters.slack.budget import Budgets
 from adapters.slack.events import Events
 from adapters.slack.people import Names
 from adapters.slack.runtime import Runtime
@@ -48,12 +47,11 @@ class SlackAdapter:
         self.http_port = 0
         self.ready = asyncio.Event()
         client = AsyncWebClient(token=settings.bot_token, base_url=settings.api_base_url)
-        # Budgets keep us under the limits; this covers whatever else Slack throttles.
+        # The scheduler keeps replies under the limits; this covers whatever else Slack
+        # throttles.
         client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
         self.client = client
-        self.rt = Runtime(
-            engine, client, SlackApi(client, Budgets()), Names(client), settings.bot_token
-        )
+        self.rt = Runtime(engine, client, SlackApi(client), Names(client), settings.bot_token)
         self.app = self._build_app()
         self._events = Events(self.rt)
         self._slash = Slash(self.rt)
@@ -169,6 +167,7 @@ class SlackAdapter:
 
     async def _stop(self) -> None:
         await self._stop_intake()
+        await self.rt.pacer.close()
         if self.rt.session:
             await self.rt.session.close()
             self.rt.session = self.client.session = None

@@ -1,4 +1,4 @@
-"""The Web API calls replies make, paced through the shared budgets."""
+"""The Web API calls replies make (the shared scheduler paces them; see delivery.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from adapters.slack.budget import Budgets
 from adapters.slack.render import markdown_message
 
 log = logging.getLogger("teambot.slack")
@@ -22,22 +21,17 @@ def error_code(exc: SlackApiError) -> str:
 
 
 class SlackApi:
-    def __init__(self, client: AsyncWebClient, budgets: Budgets) -> None:
+    def __init__(self, client: AsyncWebClient) -> None:
         self.client = client
-        self.budgets = budgets
 
     async def post(self, channel: str, thread_ts: str | None, markdown: str) -> str:
-        await self.budgets.channel(channel).take()
         args: dict[str, Any] = markdown_message(markdown)
         if thread_ts:
             args["thread_ts"] = thread_ts
         response = await self.client.chat_postMessage(channel=channel, unfurl_links=False, **args)
         return str(response["ts"])
 
-    async def update(self, channel: str, ts: str, markdown: str, *, paid: bool = False) -> None:
-        """Replace a message's text; `paid` means the caller already took an update token."""
-        if not paid:
-            await self.budgets.update.take()
+    async def update(self, channel: str, ts: str, markdown: str) -> None:
         await self.client.chat_update(channel=channel, ts=ts, **markdown_message(markdown))
 
     async def start_stream(
@@ -56,7 +50,6 @@ class SlackApi:
         await self.client.chat_appendStream(channel=channel, ts=ts, markdown_text=markdown)
 
     async def stop_stream(self, channel: str, ts: str, markdown: str) -> None:
-        await self.budgets.stream_edges.take()
         extra: dict[str, Any] = {"markdown_text": markdown} if markdown else {}
         await self.client.chat_stopStream(channel=channel, ts=ts, **extra)
 
@@ -69,6 +62,9 @@ class SlackApi:
             log.info("status unavailable in %s: %s", channel, error_code(exc))
             return False
         return True
+
+    async def delete(self, channel: str, ts: str) -> None:
+        await self.client.chat_delete(channel=channel, ts=ts)
 
     async def react(self, channel: str, ts: str, name: str, *, add: bool) -> None:
         method = self.client.reactions_add if add else self.client.reactions_remove

@@ -14,8 +14,7 @@ from typing import Any
 
 from adapters.slack import render
 from adapters.slack.inbound import Incoming, attachments, file_meta, parse
-from adapters.slack.runtime import Runtime
-from adapters.slack.writer import FAILED
+from adapters.slack.runtime import FAILED, Runtime
 from bot.attachments import prepare
 from bot.types import Author, ConversationKey, Message
 

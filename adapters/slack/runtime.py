@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,9 +13,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import SlackApi, error_code
+from adapters.slack.delivery import Place, SlackSurface, scheduler
 from adapters.slack.inbound import Incoming
 from adapters.slack.people import Names
-from adapters.slack.writer import FAILED, Place, ReplyWriter
+from bot.delivery import Reply, Scheduler, deliver, say
 from bot.engine import Engine
 from bot.types import Author, ConversationKey, Message
 
@@ -23,6 +24,7 @@ log = logging.getLogger("teambot.slack")
 
 
 SLACK_FILE_HOSTS = (".slack.com", ".slack-gov.com", ".slack-edge.com")
+FAILED = "Sorry, something went wrong while answering; the details are in the bot's log."
 
 
 class DownloadError(Exception):
@@ -67,6 +69,7 @@ class Runtime:
     bot_id: str = ""
     session: aiohttp.ClientSession | None = None
     engaged: RecentKeys = field(default_factory=lambda: RecentKeys(ENGAGED_REMEMBERED))
+    pacer: Scheduler = field(default_factory=scheduler)  # every reply's calls, paced together
 
     async def download(self, url: str) -> bytes:
         """A private file, with the bot token (without it Slack serves a login page)."""
@@ -118,16 +121,19 @@ class Runtime:
     async def answer(self, message: Message, place: Place) -> None:
         """Stream the engine's reply to `message` into `place`; never raises."""
         try:
-            await ReplyWriter(self.api, place).run(self.engine.reply(message))
+            reply = await deliver(
+                self.pacer, SlackSurface(self.api, place), self.engine.reply(message)
+            )
         except Exception:
             log.exception("answering %s in %s failed", message.id, place.channel)
             await self.say(place, FAILED)
+            return
+        if reply.error and not reply.visible:
+            await self.say(place, FAILED)
 
-    async def say(self, place: Place, text: str) -> None:
-        try:
-            await self.api.post(place.channel, place.thread_ts, text)
-        except Exception as exc:  # the last resort must not raise
-            log.warning("could not post to %s: %s", place.channel, exc)
+    async def say(self, place: Place, text: str) -> Reply:
+        """Post `text` as a whole message; never raises (`Reply.error` says why it failed)."""
+        return await say(self.pacer, SlackSurface(self.api, replace(place, native=False)), text)
 
     def place_for(self, incoming: Incoming, thread_ts: str) -> Place:
         return Place(

@@ -12,13 +12,11 @@ import logging
 from typing import Any
 
 from slack_bolt.context.respond.async_respond import AsyncRespond
-from slack_sdk.errors import SlackApiError
 
 from adapters.slack import render
-from adapters.slack.api import error_code
+from adapters.slack.delivery import Place
 from adapters.slack.render import markdown_message
 from adapters.slack.runtime import Runtime
-from adapters.slack.writer import Place
 from bot.commands import REGISTRY
 from bot.types import ConversationKey, Message
 
@@ -66,14 +64,13 @@ class Slash:
             await self._respond(respond, "Usage: `/ask <your question>`")
             return
         author = await self.rt.author(str(command.get("user_id") or ""))
-        try:
-            ts = await self.rt.api.post(
-                channel_key.channel, None, f"**{author.name}** asked: {question}"
-            )
-        except SlackApiError as exc:
-            log.info("/ask could not post in %s: %s", channel_key.channel, error_code(exc))
+        top = Place(channel_key.channel, "", "", author.id, channel_key.space)
+        posted = await self.rt.say(top, f"**{author.name}** asked: {question}")
+        if not posted.handles:
+            log.info("/ask could not post in %s: %s", channel_key.channel, posted.error)
             await self._respond(respond, "I can't post here; invite me to the channel first.")
             return
+        ts = str(posted.handles[0])
         key = channel_key
         if not is_dm:
             key = ConversationKey("slack", channel_key.space, channel_key.channel, ts)

@@ -1,4 +1,4 @@
-"""Text helpers shared by the adapters: Markdown-aware splitting.
+"""Splitting a reply into messages of the platform's size, code fences repaired.
 
 Chat platforms cap message length (Discord 2000 characters, Slack about 4000 per
 update). A split must not leave a code block open in one message and unlabelled in
@@ -76,3 +76,10 @@ def split_markdown(text: str, limit: int) -> list[str]:
 def _closing(opener: str) -> str:
     marker = re.match(r"(`{3,}|~{3,})", opener.strip())
     return marker.group(1) if marker else "```"
+
+
+def messages(text: str, limit: int) -> list[str]:
+    """`text` as the messages that show it: split, blank parts dropped, never empty if
+    `text` has something to show."""
+    chunks = [c for c in split_markdown(text, limit) if c.strip()] if text.strip() else []
+    return chunks or ([text[:limit]] if text.strip() else [])

@@ -1,0 +1,140 @@
+"""Where Discord replies go, and Discord's rate limits as the shared scheduler spends them.
+
+A reply goes to a channel (its first message replies to the question, each further one
+to the message before) or to a slash command's follow-ups. Discord allows 5 sends and
+edits per 5 s per channel, 5 per interaction token, and 50 requests a second in all.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import discord
+
+from bot.delivery import File, Limit, NativeStream, Refused, Scheduler, Style, Thinking
+from bot.delivery.budget import SlidingWindow
+from bot.delivery.plan import Kind
+
+log = logging.getLogger(__name__)
+
+STYLE = Style(limit=2000, emphasis="*", note_prefix="-# ", thinking=Thinking.FILE)
+# Nothing the model writes may ping anyone, including the author of the message we reply to.
+NO_MENTIONS = discord.AllowedMentions.none()
+TYPING_EVERY_S = 8.0  # a typing indicator lasts about 10 s
+GLOBAL = "global"
+
+# Discord allows 50 requests a second; leave room for the library's own calls. Growth may
+# use only a third of it, so when many replies finish (or start showing text) at once their
+# requests find the rest waiting; typing only when half is free.
+GLOBAL_LIMIT = Limit(lambda: SlidingWindow(48, 1.0), growth_keep=32, indicate_keep=23)
+# Per channel and per interaction: 5 per 5 s, one kept for each reply's final edit.
+BUCKET_LIMIT = Limit(lambda: SlidingWindow(5, 5.0), reserve_finals=True, spread_growth=True)
+
+
+def limits(scope: str) -> Limit:
+    return GLOBAL_LIMIT if scope == GLOBAL else BUCKET_LIMIT
+
+
+def scheduler() -> Scheduler:
+    return Scheduler(limits)
+
+
+def _files(files: Sequence[File]) -> list[discord.File]:
+    return [discord.File(io.BytesIO(f.data), filename=f.name) for f in files]
+
+
+def _refused(exc: discord.HTTPException) -> Refused:
+    return Refused(f"HTTP {exc.status}, code {exc.code}")
+
+
+class _Messages:
+    """What both surfaces share: no native streaming, edits that keep earlier files."""
+
+    style = STYLE
+    edit_interval = 0.0
+    stream: NativeStream | None = None
+    indicate_every = 0.0
+
+    async def edit(self, handle: Any, text: str, files: Sequence[File]) -> Any:
+        message: discord.Message | discord.WebhookMessage = handle
+        try:
+            if files:
+                return await message.edit(
+                    content=text,
+                    allowed_mentions=NO_MENTIONS,
+                    attachments=[*message.attachments, *_files(files)],
+                )
+            return await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as exc:
+            raise _refused(exc) from exc
+
+    async def delete(self, handle: Any) -> None:
+        try:
+            await handle.delete()
+        except discord.HTTPException as exc:
+            raise _refused(exc) from exc
+
+    async def indicate(self) -> bool:
+        return False
+
+    async def settle(self, shown: bool) -> None:
+        """Nothing to clean up on Discord."""
+
+
+class ChannelSurface(_Messages):
+    """Replies in a text channel, thread or DM, the first one to the asking message."""
+
+    indicate_every = TYPING_EVERY_S
+
+    def __init__(
+        self, channel: discord.abc.Messageable, channel_id: int, reply_to: discord.Message | None
+    ) -> None:
+        self.channel = channel
+        self._scopes = (f"channel:{channel_id}", GLOBAL)
+        self._anchor = reply_to
+
+    def scopes(self, kind: Kind) -> Sequence[str]:
+        return (GLOBAL,) if kind is Kind.INDICATE else self._scopes
+
+    async def post(self, text: str, files: Sequence[File]) -> discord.Message:
+        extra: dict[str, Any] = {"files": _files(files)} if files else {}
+        if self._anchor is not None:
+            extra["reference"] = self._anchor.to_reference(fail_if_not_exists=False)
+        try:
+            message = await self.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
+        except discord.HTTPException as exc:
+            raise _refused(exc) from exc
+        self._anchor = message
+        return message
+
+    async def indicate(self) -> bool:
+        try:
+            await self.channel.typing()
+        except discord.HTTPException as exc:
+            log.info("typing indicator failed: %s", exc.status)
+        return True
+
+
+class FollowupSurface(_Messages):
+    """Answers to a deferred slash command: follow-ups, edited while they grow."""
+
+    def __init__(self, interaction: discord.Interaction, ephemeral: bool = False) -> None:
+        self.interaction = interaction
+        self.ephemeral = ephemeral
+        # Interaction webhooks have their own limits, not the global one.
+        self._scopes = (f"webhook:{interaction.id}",)
+
+    def scopes(self, kind: Kind) -> Sequence[str]:
+        return () if kind is Kind.INDICATE else self._scopes
+
+    async def post(self, text: str, files: Sequence[File]) -> discord.WebhookMessage:
+        extra: dict[str, Any] = {"files": _files(files)} if files else {}
+        try:
+            return await self.interaction.followup.send(
+                text, wait=True, allowed_mentions=NO_MENTIONS, ephemeral=self.ephemeral, **extra
+            )
+        except discord.HTTPException as exc:
+            raise _refused(exc) from exc

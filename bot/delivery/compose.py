@@ -1,0 +1,103 @@
+"""The text a reply shows at each moment, in the platform's own markup.
+
+While the model writes, a reply shows its notes and the answer so far (and, while tools
+run, one activity line). When it is done it shows the whole answer with any notice
+(cut off, stopped, failed) and footer. `Style` holds what differs between platforms.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from bot.types import ReplyDone, ReplyFailed
+
+
+class Thinking(enum.Enum):
+    """How shown thinking travels: a file on the last message, or quoted messages after it."""
+
+    FILE = "file"
+    QUOTE = "quote"
+    NONE = "none"  # the adapter shows it its own way, or not at all
+
+
+@dataclass(frozen=True)
+class Style:
+    limit: int  # characters per message
+    emphasis: str = "_"  # wraps notices and the empty-answer line
+    note_prefix: str = ""  # prefix of each attachment note shown above the answer
+    thinking: Thinking = Thinking.QUOTE
+    thinking_file: str = "thinking.md"
+
+    def emphasised(self, text: str) -> str:
+        return f"{self.emphasis}{text}{self.emphasis}"
+
+
+EMPTY_ANSWER = "(The model returned an empty answer.)"
+
+
+@dataclass(frozen=True)
+class File:
+    name: str
+    data: bytes
+
+
+@dataclass
+class View:
+    """Everything a reply may show; `text()` renders it for one platform."""
+
+    notes: list[str] = field(default_factory=list)
+    answer: str = ""
+    activity: str = ""  # what the bot is doing right now, while it is not done
+    notice: str = ""
+    footer: str = ""
+    thinking: str = ""
+    show_thinking: bool = False
+    final: bool = False
+
+    def finish(self, outcome: ReplyDone | ReplyFailed) -> None:
+        """Take the engine's last word: the stored answer, or a failure notice."""
+        self.final = True
+        self.activity = ""
+        if isinstance(outcome, ReplyFailed):
+            self.notice = outcome.notice
+            return
+        self.answer = outcome.text or self.answer
+        self.notice = outcome.notice if outcome.cut_off else ""
+        self.thinking = outcome.thinking
+        self.show_thinking = outcome.show_thinking
+
+    def text(self, style: Style) -> str:
+        head = "".join(f"{style.note_prefix}{note}\n" for note in self.notes)
+        body = self.answer.strip() if self.final else self.answer
+        if self.final and self.notice:
+            notice = self.notice if not body else style.emphasised(self.notice)
+            body = f"{body}\n\n{notice}" if body else notice
+        elif self.final and not body:
+            body = style.emphasised(EMPTY_ANSWER)
+        if self.activity and not self.final:
+            activity = style.emphasised(self.activity)
+            body = f"{body}\n\n{activity}" if body.strip() else activity
+        if self.final and self.footer:
+            body = f"{body}\n\n{self.footer}"
+        return head + body
+
+    def thinking_messages(self, style: Style) -> str:
+        """Thinking to post after the answer (empty unless asked for and quoted)."""
+        if not (self.final and self.show_thinking and self.thinking.strip()):
+            return ""
+        if style.thinking is not Thinking.QUOTE:
+            return ""
+        return "**Thinking**\n" + quote(self.thinking)
+
+    def files(self, style: Style) -> tuple[File, ...]:
+        """Files for the last message of the final answer."""
+        if not (self.final and self.show_thinking and self.thinking.strip()):
+            return ()
+        if style.thinking is not Thinking.FILE:
+            return ()
+        return (File(style.thinking_file, self.thinking.encode("utf-8")),)
+
+
+def quote(markdown: str) -> str:
+    return "\n".join("> " + line if line else ">" for line in markdown.splitlines())
