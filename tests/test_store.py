@@ -87,7 +87,6 @@ async def test_reply_sorts_after_the_message_it_answers(store):
     await store.add_message(msg("c", "q2", "2"))
     await store.add_message(msg("c", "a1", role="assistant", reply_to=q1))
     assert [r.text for r in await store.messages("c")] == ["q1", "a1", "q2"]
-    assert [r.text for r in await store.recent("c", 2)] == ["a1", "q2"]
     assert [r.text for r in await store.messages("c", to_id=q1)] == ["q1", "a1"]
 
 
@@ -96,8 +95,8 @@ async def test_edit_delete_and_forget(store):
     await store.add_message(msg("d", "keep", "y"))
     assert await store.update_message("c", "x", "after", 5)
     assert not await store.update_message("c", "missing", "z", 1)
-    found = await store.find_message("c", "x")
-    assert found and found.text == "after" and found.tokens == 5
+    [found] = await store.messages("c")
+    assert found.platform_id == "x" and found.text == "after" and found.tokens == 5
     assert await store.delete_message("c", "x")
     assert await store.messages("c") == []
     await store.add_message(msg("c", "again", "z"))
@@ -146,8 +145,8 @@ async def test_add_question_takes_over_a_message_recorded_as_context(store):
     row = await store.add_question("answer:c:p1", msg("c", "why?", "p1"))
     assert row is not None and row.id == context_id
     assert row.text == "why?"
-    stored = await store.find_message("c", "p1")
-    assert stored is not None and stored.text == "why?" and stored.tokens == row.tokens
+    [stored] = await store.messages("c")
+    assert stored.platform_id == "p1" and stored.text == "why?" and stored.tokens == row.tokens
 
 
 async def test_seed_copies_the_newest_messages_into_an_empty_conversation(store):

@@ -103,10 +103,6 @@ class DiscordAdapter:
                 continue
             await client.close()
 
-    async def wait_ready(self) -> None:
-        """Until the client has received READY (tests and benchmarks wait on this)."""
-        await self._ready.wait()
-
     @property
     def reads_content(self) -> bool:
         return self.client is not None and self.client.reads_content

@@ -106,7 +106,7 @@ def _system_is_private(call: Call) -> bool:
     return not call.args or not Command.allowed(SYSTEM, call)
 
 
-ASK = REGISTRY.add(
+REGISTRY.add(
     Command(
         name="ask",
         summary="Ask teambot a question",
@@ -123,7 +123,7 @@ ASK = REGISTRY.add(
         platforms=CHAT_PLATFORMS,
     )
 )
-RESET = REGISTRY.add(
+REGISTRY.add(
     Command(
         name="reset",
         summary="Forget this conversation (channel, thread or DM)",
@@ -131,7 +131,7 @@ RESET = REGISTRY.add(
         handler=_reset,
     )
 )
-REASONING = REGISTRY.add(
+REGISTRY.add(
     Command(
         name="reasoning",
         summary="Set whether I think before answering here (on, off, or show the thinking)",
@@ -155,7 +155,7 @@ SYSTEM = REGISTRY.add(
         private=_system_is_private,
     )
 )
-USAGE = REGISTRY.add(
+REGISTRY.add(
     Command(
         name="usage",
         summary="Tokens and cost: yours, here, and everyone's (only you see it)",
@@ -164,7 +164,7 @@ USAGE = REGISTRY.add(
         private=True,
     )
 )
-HELP = REGISTRY.add(
+REGISTRY.add(
     Command(
         name="help",
         summary="What I can do and how to use me",

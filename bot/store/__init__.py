@@ -184,8 +184,6 @@ class Store(Protocol):
         """
         ...
 
-    async def find_message(self, conversation: str, platform_id: str) -> StoredMessage | None: ...
-
     async def update_message(
         self, conversation: str, platform_id: str, text: str, tokens: int
     ) -> bool: ...
@@ -200,10 +198,6 @@ class Store(Protocol):
 
     async def messages_since(self, conversation: str, after_id: int) -> list[StoredMessage]:
         """Messages with id > after_id, in insertion order (to refresh a cached window)."""
-        ...
-
-    async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
-        """The newest `limit` messages, oldest first."""
         ...
 
     async def seed(self, source: str, target: str, limit: int) -> int:

@@ -158,13 +158,6 @@ class PostgresStore:
         row = await cursor.fetchone()
         return int(row["id"]) if row else None
 
-    async def find_message(self, conversation: str, platform_id: str) -> StoredMessage | None:
-        rows = await self._all(
-            "SELECT * FROM messages WHERE conversation = %s AND platform_id = %s",
-            [conversation, platform_id],
-        )
-        return StoredMessage.from_row(rows[0]) if rows else None
-
     async def update_message(
         self, conversation: str, platform_id: str, text: str, tokens: int
     ) -> bool:
@@ -202,14 +195,6 @@ class PostgresStore:
             [conversation, after_id],
         )
         return [StoredMessage.from_row(row) for row in rows]
-
-    async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
-        rows = await self._all(
-            f"SELECT * FROM messages WHERE conversation = %s "
-            f"ORDER BY {POSITION} DESC, id DESC LIMIT %s",
-            [conversation, limit],
-        )
-        return [StoredMessage.from_row(row) for row in reversed(rows)]
 
     async def seed(self, source: str, target: str, limit: int) -> int:
         async with self.pool.connection() as conn, conn.transaction():

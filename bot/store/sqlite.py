@@ -171,9 +171,6 @@ class SQLiteStore:
         )
         return StoredMessage.from_row(rows[0]) if rows else None
 
-    async def find_message(self, conversation: str, platform_id: str) -> StoredMessage | None:
-        return await self._run(self._find, conversation, platform_id)
-
     def _update(self, conversation: str, platform_id: str, text: str, tokens: int) -> bool:
         with self.db.atomic():
             cursor = self.db.execute(
@@ -229,9 +226,6 @@ class SQLiteStore:
             [conversation, limit],
         )
         return [StoredMessage.from_row(row) for row in reversed(rows)]
-
-    async def recent(self, conversation: str, limit: int) -> list[StoredMessage]:
-        return await self._run(self._recent, conversation, limit)
 
     def _seed(self, source: str, target: str, limit: int) -> int:
         with self.db.atomic():
