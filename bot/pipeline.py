@@ -66,6 +66,17 @@ class Outcome:
         return type(self.error).__name__ if self.error else "ok"
 
 
+@dataclass(frozen=True)
+class Turn:
+    """Everything one reply is built from."""
+
+    message: Message
+    row: StoredMessage  # the question as stored
+    window: Window
+    settings: ConversationSettings
+    reasoning: bool
+
+
 class ReplyPipeline:
     def __init__(
         self, settings: Settings, store: Store, model: ModelClient, accounts: Accounts
@@ -96,47 +107,35 @@ class ReplyPipeline:
                 else (settings.reasoning != "off")
             )
         started = time.perf_counter()
-        outcome = await self._answer(message, row, window, settings, reasoning, emit)
-        await self._finish(message, row, outcome, started, settings, emit)
+        turn = Turn(message, row, window, settings, reasoning)
+        outcome = await self._answer(turn, emit)
+        await self._finish(turn, outcome, started, emit)
 
-    async def _answer(
-        self,
-        message: Message,
-        row: StoredMessage,
-        window: Window,
-        settings: ConversationSettings,
-        reasoning: bool,
-        emit: Emit,
-    ) -> Outcome:
+    async def _answer(self, turn: Turn, emit: Emit) -> Outcome:
         """Stream the answer; a prompt the API finds too long is trimmed harder once."""
         budget = self.accounts.budget(self.settings.context_tokens)
         outcome = Outcome()
         for _ in range(2):
             try:
-                request, estimate = await self._request(
-                    message, row, window, settings, reasoning, budget
-                )
+                request, estimate = await self._request(turn, budget)
             except ContextTooLong as exc:
                 return Outcome(error=exc, estimate=outcome.estimate)
             outcome = await self._stream(request, emit)
             outcome.estimate = estimate
             if not (isinstance(outcome.error, ContextTooLong) and not outcome.answer):
                 break
-            log.warning("context too long for %s; trimming harder and retrying once", message.key)
+            log.warning(
+                "context too long for %s; trimming harder and retrying once", turn.message.key
+            )
             budget = estimate // 2
         return outcome
 
-    async def _request(
-        self,
-        message: Message,
-        row: StoredMessage,
-        window: Window,
-        settings: ConversationSettings,
-        reasoning: bool,
-        budget: int,
-    ) -> tuple[ModelRequest, int]:
+    async def _request(self, turn: Turn, budget: int) -> tuple[ModelRequest, int]:
+        message, row, window = turn.message, turn.row, turn.window
         today = datetime.now(UTC).strftime("%Y-%m-%d")
-        system = context.system_message(self.settings.system_prompt, settings.system or "", today)
+        system = context.system_message(
+            self.settings.system_prompt, turn.settings.system or "", today
+        )
         fixed = _count_cached(system["content"]) + tokens.IMAGE_TOKENS * len(message.images)
         # Questions queued behind this one are in the window too; they wait their turn.
         cut = window.upto(row.position)
@@ -150,7 +149,7 @@ class ReplyPipeline:
         if total > budget:
             raise ContextTooLong(f"message alone is ~{total} tokens; budget {budget}")
         messages = context.build_messages(system, window.merged(cut), images=message.images)
-        return ModelRequest(messages, reasoning, self.settings.max_output_tokens), total
+        return ModelRequest(messages, turn.reasoning, self.settings.max_output_tokens), total
 
     async def _stream(self, request: ModelRequest, emit: Emit) -> Outcome:
         outcome = Outcome()
@@ -174,16 +173,9 @@ class ReplyPipeline:
         outcome.thinking = "".join(thinking)
         return outcome
 
-    async def _finish(
-        self,
-        message: Message,
-        row: StoredMessage,
-        outcome: Outcome,
-        started: float,
-        settings: ConversationSettings,
-        emit: Emit,
-    ) -> None:
+    async def _finish(self, turn: Turn, outcome: Outcome, started: float, emit: Emit) -> None:
         """Store the answer and its usage together, then say how the reply ended."""
+        message = turn.message
         answer_tokens = await tokens.count_async(outcome.answer) if outcome.answer else 0
         # Without the API's usage (a broken or cut stream), bill what was surely spent.
         usage = outcome.usage or Usage(outcome.estimate if outcome.answer else 0, answer_tokens)
@@ -202,7 +194,9 @@ class ReplyPipeline:
         writes: list[Awaitable[object]] = [self.store.record_usage(record)]
         failed = outcome.error if not outcome.answer else None
         if failed is None:
-            writes.append(self.store.add_message(_answer_row(message, row, outcome, answer_tokens)))
+            writes.append(
+                self.store.add_message(_answer_row(message, turn.row, outcome, answer_tokens))
+            )
         await asyncio.gather(*writes)  # together: one store round trip
         if failed is not None:
             emit(ReplyFailed(failed.user_message))
@@ -219,7 +213,7 @@ class ReplyPipeline:
                 usage=usage,
                 cut_off=bool(notice),
                 notice=notice,
-                show_thinking=settings.reasoning == "show",
+                show_thinking=turn.settings.reasoning == "show",
             )
         )
 
