@@ -16,7 +16,13 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +39,8 @@ from bot.errors import (
     StreamCut,
 )
 from bot.model import AnswerChunk, Finished, ModelEvent, ModelRequest, ThinkingChunk
+from bot.sse import SSEDecoder, sse_bytes
+from bot.transport import LoopTransport
 from bot.types import Usage
 
 log = logging.getLogger("teambot.model")
@@ -102,10 +110,11 @@ class MistralClient:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
+        limits = httpx.Limits(max_connections=MAX_STREAMS, max_keepalive_connections=KEEPALIVE)
         self._client = httpx.AsyncClient(
-            transport=transport,
+            transport=transport or LoopTransport(limits),
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=MAX_STREAMS, max_keepalive_connections=KEEPALIVE),
+            limits=limits,  # for proxies configured by the environment
             headers={"Authorization": f"Bearer {api_key}"},
         )
 
@@ -184,6 +193,7 @@ class MistralClient:
             raise _Retryable(ModelUnavailable(detail)) from None
         except httpx.HTTPError as error:
             raise _Retryable(ModelUnavailable(self._transport_detail(error))) from None
+        chunks: AsyncGenerator[bytes, None] | None = None
         try:
             if response.status_code != 200:
                 raise await self._status_error(response)
@@ -193,8 +203,9 @@ class MistralClient:
                     yield event
                 return
             state = _StreamState()
+            chunks = sse_bytes(response)
             try:
-                async with contextlib.aclosing(self._stream_events(response, state)) as events:
+                async with contextlib.aclosing(self._stream_events(chunks, state)) as events:
                     async for event in events:
                         yield event
             except httpx.HTTPError as error:
@@ -202,18 +213,27 @@ class MistralClient:
                     raise self._broken(state, self._transport_detail(error)) from None
             yield self._finish(state)
         finally:
+            if chunks is not None:
+                await chunks.aclose()
             await response.aclose()
 
     async def _stream_events(
-        self, response: httpx.Response, state: _StreamState
+        self, chunks: AsyncIterator[bytes], state: _StreamState
     ) -> AsyncGenerator[ModelEvent, None]:
-        async with contextlib.aclosing(sse_data(response)) as payloads:
-            async for data in payloads:
+        decoder = SSEDecoder()
+        async for chunk in chunks:
+            for data in decoder.feed(chunk):
                 if data.strip() == "[DONE]":
                     return
                 for event in self._parse_event(data, state):
                     state.produced = True
                     yield event
+        for data in decoder.flush():  # tolerate a last event without its blank line
+            if data.strip() == "[DONE]":
+                return
+            for event in self._parse_event(data, state):
+                state.produced = True
+                yield event
 
     def _parse_event(self, data: str, state: _StreamState) -> list[ModelEvent]:
         try:
@@ -305,25 +325,6 @@ class MistralClient:
 
 
 # -- wire format helpers (pure functions) ----------------------------------------------------
-
-
-async def sse_data(response: httpx.Response) -> AsyncGenerator[str, None]:
-    """The `data` payload of each server-sent event (multi-line data joined by newlines)."""
-    data: list[str] = []
-    first = True
-    async for line in response.aiter_lines():  # splits on CRLF, LF and CR
-        if first:
-            line, first = line.removeprefix("\ufeff"), False
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        name, _, value = line.partition(":")  # a ":" comment line has an empty name
-        if name == "data":
-            data.append(value.removeprefix(" "))
-    if data:  # tolerate a last event without its blank line
-        yield "\n".join(data)
 
 
 def chunk_events(chunk: dict[str, Any], state: _StreamState) -> Iterator[ModelEvent]:

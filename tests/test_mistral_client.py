@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import json
 import logging
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,6 +30,7 @@ from bot.errors import (
 )
 from bot.mistral import MistralClient, retry_after_seconds
 from bot.model import AnswerChunk, Finished, ModelEvent, ModelRequest, ThinkingChunk
+from bot.sse import SSEDecoder
 from bot.types import Usage
 from tests.fakes.mistral import (
     ALLOWED_FIELDS,
@@ -348,11 +354,18 @@ async def test_check_raises_typed_errors(fake, make_client) -> None:
 # server) never produces, so they use httpx's own transport hook to serve the raw bytes.
 
 
-def raw_stream_client(payload: bytes, then_raise: Exception | None = None) -> MistralClient:
+def raw_stream_client(
+    payload: bytes,
+    then_raise: Exception | None = None,
+    *,
+    size: int = 7,
+    headers: dict[str, str] | None = None,
+) -> MistralClient:
     def respond(request: httpx.Request) -> httpx.Response:
-        pieces = [payload[i : i + 7] for i in range(0, len(payload), 7)]  # split mid-line
+        pieces = [payload[i : i + size] for i in range(0, len(payload), size)]  # split mid-line
         stream = ByteStream(pieces, then_raise)
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream)
+        response_headers = {"content-type": "text/event-stream", **(headers or {})}
+        return httpx.Response(200, headers=response_headers, stream=stream)
 
     transport = httpx.MockTransport(respond)
     return MistralClient(KEY, "http://mistral.test/v1", MODEL, transport=transport, retry_budget=0)
@@ -457,3 +470,161 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
     assert retry_after_seconds(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds(None) is None
+
+
+# -- SSE framing on raw bytes (bot.sse.SSEDecoder) -----------------------------------------
+
+# Comments, other fields, CRLF / LF / CR line endings, multi-line data, a blank line with no data,
+# a BOM, and non-ASCII text (whose UTF-8 bytes a read may split).
+MIXED_SSE = (
+    b"\xef\xbb\xbf: hello\r\n\r\n"
+    b'event: message\r\nid: 1\r\ndata: {"a":\r\ndata:  1}\r\n\r\n'
+    b"data: caf\xc3\xa9 \xe2\x80\xa8 ok\n\n\n"
+    b"retry: 10\rdata: cr\rdata\r\r"
+    b"data: [DONE]\r\n\r\n"
+)
+MIXED_EVENTS = ['{"a":\n 1}', "caf\u00e9 \u2028 ok", "cr\n", "[DONE]"]
+
+
+def decode_in_pieces(payload: bytes, size: int) -> list[str]:
+    decoder = SSEDecoder()
+    events: list[str] = []
+    for start in range(0, len(payload), size):
+        events += decoder.feed(payload[start : start + size])
+    return events + decoder.flush()
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 64, 10_000])
+def test_sse_decoder_gives_the_same_events_whatever_the_read_sizes(size) -> None:
+    assert decode_in_pieces(MIXED_SSE, size) == MIXED_EVENTS
+
+
+def test_sse_decoder_at_every_split_point() -> None:
+    for cut in range(len(MIXED_SSE) + 1):
+        decoder = SSEDecoder()
+        events = decoder.feed(MIXED_SSE[:cut]) + decoder.feed(MIXED_SSE[cut:]) + decoder.flush()
+        assert events == MIXED_EVENTS, cut
+
+
+def test_sse_decoder_does_not_read_a_split_crlf_as_two_line_ends() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: a\r") == []
+    assert decoder.feed(b"\ndata: b\r") == []  # CRLF then a CR that may be half of the next
+    assert decoder.feed(b"\n") == []
+    assert decoder.feed(b"\r\n") == ["a\nb"]
+
+
+def test_sse_decoder_dispatches_an_event_as_soon_as_its_blank_line_arrives() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: {"n": 1}\n') == []
+    assert decoder.feed(b"\n") == ['{"n": 1}']
+    assert decoder.feed(b"data: 2\n\ndata: 3\n\ndata: 4") == ["2", "3"]  # several in one read
+    assert decoder.flush() == ["4"]  # a last event without its blank line
+
+
+def test_sse_decoder_flushes_a_held_back_cr() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: x\r") == []
+    assert decoder.flush() == ["x"]
+
+
+def test_sse_decoder_replaces_undecodable_bytes() -> None:
+    assert decode_in_pieces(b"data: a\xffb\n\n", 4) == ["a\ufffdb"]
+
+
+async def test_stream_read_one_byte_at_a_time() -> None:
+    last = sse_chunk({"content": "é!"}, "stop", {"prompt_tokens": 1, "completion_tokens": 2})
+    payload = f"data: {sse_chunk({'content': 'Ça va'})}\r\n\r\ndata: {last}\r\n\r\n".encode()
+    client = raw_stream_client(payload, size=1)
+    events = await collect(client)
+    await client.aclose()
+    assert answer_of(events) == "Ça vaé!"
+    assert events[-1] == Finished(Usage(1, 2), "stop")
+
+
+async def test_line_separator_in_the_text_does_not_split_the_event() -> None:
+    # str.splitlines() (httpx's aiter_lines) would cut this event at U+2028 and U+0085.
+    text = "one\u2028two\x85three"
+    done = sse_chunk({"content": ""}, "stop")
+    chunk = json.dumps(
+        {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}}]},
+        ensure_ascii=False,
+    )
+    client = raw_stream_client(f"data: {chunk}\n\ndata: {done}\n\n".encode())
+    events = await collect(client)
+    await client.aclose()
+    assert answer_of(events) == text
+
+
+async def test_compressed_event_stream_is_decoded() -> None:
+    last = sse_chunk({"content": "zipped"}, "stop")
+    payload = gzip.compress(f"data: {last}\n\ndata: [DONE]\n\n".encode())
+    client = raw_stream_client(payload, headers={"content-encoding": "gzip"})
+    events = await collect(client)
+    await client.aclose()
+    assert answer_of(events) == "zipped"
+    assert isinstance(events[-1], Finished)
+
+
+# -- the client's own network backend (bot.transport) -------------------------------
+
+
+async def test_a_slow_but_steady_stream_is_not_a_stall(make_client) -> None:
+    # 12 tokens 0.05 s apart with a 0.2 s read timeout: the whole reply takes longer than the
+    # timeout, but no single read does.
+    async with FakeMistral(token_interval=0.05, default_tokens=12) as slow:
+        events = await collect(make_client(base_url=slow.base_url, timeout=0.2))
+    assert isinstance(events[-1], Finished)
+    assert answer_of(events).count(" more") == 12 - 2  # "echo: hello" fills two tokens
+
+
+@pytest.fixture
+def tls_files(tmp_path) -> tuple[str, str]:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+async def test_https_through_a_tls_proxy(fake, make_client, tls_files, monkeypatch) -> None:
+    """TLS on the client's backend: a loopback TLS terminator in front of FakeMistral."""
+    cert, key = tls_files
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    upstream_port = int(fake.base_url.split(":")[2].split("/")[0])
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def terminate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(terminate, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # httpx's default context trusts it from here
+    try:
+        client = make_client(base_url=f"https://localhost:{port}/v1")
+        assert answer_of(await collect(client)) == "echo: hello"
+        assert answer_of(await collect(client)) == "echo: hello"
+        monkeypatch.delenv("SSL_CERT_FILE")
+        with pytest.raises(ModelUnavailable, match="ConnectError"):  # certificate not trusted
+            await collect(make_client(base_url=f"https://localhost:{port}/v1", retry_budget=0))
+    finally:
+        server.close()
