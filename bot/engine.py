@@ -18,7 +18,7 @@ from bot import commands, tokens
 from bot.accounting import Accounts
 from bot.config import Settings
 from bot.model import ModelClient
-from bot.pipeline import Emit, ReplyPipeline
+from bot.pipeline import Emit, Prepared, ReplyPipeline
 from bot.store import NewMessage, Store, StoredMessage, UsageTotals
 from bot.types import (
     Author,
@@ -60,7 +60,9 @@ class Engine:
         self.store = store
         self.model = model
         self.accounts = Accounts(store, model.model)
-        self.pipeline = ReplyPipeline(settings, store, model, self.accounts)
+        self.pipeline = ReplyPipeline(
+            settings, store, model, self.accounts, self.conversation_settings
+        )
         self._turns: dict[ConversationKey, _Turn] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -168,15 +170,11 @@ class Engine:
             yield ReplyFailed(SHUTTING_DOWN)
             return
         text, reasoning = parse_think(message.text, message.reasoning)
-        # One store round trip: claiming the answer and storing the question together.
-        row = await self.store.add_question(
-            f"answer:{message.key}:{message.id}", await _new_row(message, text)
-        )
+        row, ready = await self._store_question(message, text)
         if row is None:
             return
-        self.pipeline.windows.saw_question(message.key, row.id)
         queue: asyncio.Queue[ReplyEvent] = asyncio.Queue()
-        task = asyncio.create_task(self._answer(message, row, reasoning, queue.put_nowait))
+        task = asyncio.create_task(self._answer(message, row, reasoning, queue.put_nowait, ready))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         while True:
@@ -200,6 +198,32 @@ class Engine:
         await self.model.aclose()
         await self.store.aclose()
 
+    async def _store_question(
+        self, message: Message, text: str
+    ) -> tuple[StoredMessage | None, Prepared | None]:
+        """Claim the answer and store the question in one transaction, before any model call.
+
+        When no reply of this conversation is in flight, its window and settings are read in
+        the same store round trip (nothing else is using them), so the reply can start from
+        them; otherwise its turn reads them when it comes.
+        """
+        key = message.key
+        claim = self.store.add_question(f"answer:{key}:{message.id}", await _new_row(message, text))
+        if key in self._turns:
+            row = await claim
+            if row is not None:
+                self.pipeline.windows.saw_question(key, row)
+            return row, None
+        reads = asyncio.gather(
+            self.pipeline.windows.get(key, message.is_group), self.conversation_settings(key)
+        )
+        row, (window, settings) = await asyncio.gather(claim, reads)
+        if row is None or not window.holds(row):
+            # A message recorded before as context now carries the question: read again.
+            self.pipeline.windows.forget(key)
+            return row, None
+        return row, (window, settings)
+
     # One reply at a time per conversation
 
     def _turn_for(self, key: ConversationKey) -> _Turn:
@@ -209,15 +233,21 @@ class Engine:
         return turn
 
     async def _answer(
-        self, message: Message, row: StoredMessage, reasoning: bool | None, emit: Emit
+        self,
+        message: Message,
+        row: StoredMessage,
+        reasoning: bool | None,
+        emit: Emit,
+        ready: Prepared | None,
     ) -> None:
         key = message.key
         turn = self._turn_for(key)
         turn.users += 1
+        if turn.users > 1:
+            ready = None  # an earlier reply goes first and changes the window
         try:
             async with turn.lock:
-                settings = self.conversation_settings(key)
-                await self.pipeline.run(message, row, reasoning, settings, emit)
+                await self.pipeline.run(message, row, reasoning, emit, ready)
         except asyncio.CancelledError:
             emit(ReplyFailed(SHUTTING_DOWN))  # cancelled while still waiting for its turn
             raise

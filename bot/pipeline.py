@@ -23,11 +23,13 @@ from bot.errors import ContextTooLong, ModelError
 from bot.model import AnswerChunk, Finished, ModelClient, ModelRequest, ThinkingChunk
 from bot.store import NewMessage, Store, StoredMessage
 from bot.types import (
+    ConversationKey,
     ConversationSettings,
     Message,
     ReplyDone,
     ReplyEvent,
     ReplyFailed,
+    Started,
     TextDelta,
     ThinkingDelta,
     Usage,
@@ -39,6 +41,8 @@ log = logging.getLogger("teambot.engine")
 CUT_BY_SHUTDOWN = "(The bot restarted mid-answer, so this reply is incomplete.)"
 
 Emit = Callable[[ReplyEvent], None]
+STARTED = Started()
+Prepared = tuple[Window, ConversationSettings]  # a turn's window and settings, already read
 
 
 @functools.lru_cache(maxsize=64)
@@ -79,12 +83,18 @@ class Turn:
 
 class ReplyPipeline:
     def __init__(
-        self, settings: Settings, store: Store, model: ModelClient, accounts: Accounts
+        self,
+        settings: Settings,
+        store: Store,
+        model: ModelClient,
+        accounts: Accounts,
+        conversation_settings: Callable[[ConversationKey], Awaitable[ConversationSettings]],
     ) -> None:
         self.settings = settings
         self.store = store
         self.model = model
         self.accounts = accounts
+        self.conversation_settings = conversation_settings
         self.windows = Windows(store)
 
     async def run(
@@ -92,14 +102,20 @@ class ReplyPipeline:
         message: Message,
         row: StoredMessage,
         reasoning: bool | None,
-        conversation: Awaitable[ConversationSettings],
         emit: Emit,
+        ready: Prepared | None = None,
     ) -> None:
-        """Answer `message` (stored as `row`) and emit its events, ending with Done or Failed."""
-        # Both reads go to the store together (one round trip for a new conversation).
-        settings, window = await asyncio.gather(
-            conversation, self.windows.get(message.key, message.is_group)
-        )
+        """Answer `message` (stored as `row`) and emit its events, ending with Done or Failed.
+
+        `ready` is the conversation's window and settings when the engine read them with the
+        question; otherwise both are read now, in one store round trip.
+        """
+        if ready is None:
+            ready = await asyncio.gather(
+                self.windows.get(message.key, message.is_group),
+                self.conversation_settings(message.key),
+            )
+        window, settings = ready
         if reasoning is None:
             reasoning = (
                 self.settings.reasoning
@@ -155,6 +171,7 @@ class ReplyPipeline:
         outcome = Outcome()
         answer: list[str] = []
         thinking: list[str] = []
+        emit(STARTED)
         try:
             async for event in self.model.stream(request):
                 if isinstance(event, AnswerChunk):

@@ -98,6 +98,11 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Started:
+    """The model is at work on this reply: its request is on the way."""
+
+
+@dataclass(frozen=True)
 class TextDelta:
     """More answer text; append it to what is shown."""
 
@@ -135,7 +140,7 @@ class ReplyFailed:
     notice: str
 
 
-ReplyEvent = TextDelta | ThinkingDelta | ReplyDone | ReplyFailed
+ReplyEvent = Started | TextDelta | ThinkingDelta | ReplyDone | ReplyFailed
 
 
 @dataclass(frozen=True)

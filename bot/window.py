@@ -48,6 +48,11 @@ class Window:
             self.texts.insert(at, render(row, self.named))
             self.tokens += row.tokens
 
+    def holds(self, row: StoredMessage) -> bool:
+        """Whether the window has `row` as it is now (same id and text)."""
+        at = bisect.bisect_left(self.order, (row.position, row.id))
+        return at < len(self.rows) and self.rows[at].id == row.id and self.rows[at].text == row.text
+
     def upto(self, position: int) -> int:
         """How many rows sit at or before `position` (later questions wait their turn)."""
         return bisect.bisect(self.order, (position, 2**62))
@@ -94,8 +99,8 @@ class Windows:
         """Drop a cached window whose rows changed in place (edits, deletes, resets)."""
         self._cached.pop(key, None)
 
-    def saw_question(self, key: ConversationKey, row_id: int) -> None:
-        """A question stored over a row the window already holds (it was context first)."""
+    def saw_question(self, key: ConversationKey, row: StoredMessage) -> None:
+        """A question stored over a row the window may hold already (it was context first)."""
         cached = self._cached.get(key)
-        if cached is not None and row_id <= cached.max_id:
+        if cached is not None and row.id <= cached.max_id and not cached.holds(row):
             self.forget(key)

@@ -29,7 +29,15 @@ from bot.delivery.budget import SlidingWindow, TokenBucket
 from bot.delivery.compose import EMPTY_ANSWER, View
 from bot.delivery.plan import Kind, Priority, Step, next_step, plan
 from bot.delivery.split import messages
-from bot.types import ReplyDone, ReplyEvent, ReplyFailed, TextDelta, ThinkingDelta, Usage
+from bot.types import (
+    ReplyDone,
+    ReplyEvent,
+    ReplyFailed,
+    Started,
+    TextDelta,
+    ThinkingDelta,
+    Usage,
+)
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -374,4 +382,41 @@ async def test_a_broken_stream_is_finished_by_editing_its_message() -> None:
     await deliver(scheduler, board, events(*words(8), ReplyDone("the whole answer")))
     assert "abandon" in tape.calls and "stop" not in tape.calls
     assert board.messages == ["the whole answer"]  # the streamed message, edited
+    await scheduler.close()
+
+
+async def test_the_indicator_waits_for_the_model_and_stops_once_text_shows() -> None:
+    table = {"post": (100, 1.0), "update": (100, 1.0)}
+    scheduler = Scheduler(limits(table))
+    board = Board(Ledger(table))
+    board.indicate_every = 0.05
+    shown_at: list[float] = []
+
+    async def indicate() -> bool:
+        shown_at.append(asyncio.get_running_loop().time())
+        return True
+
+    board.indicate = indicate  # type: ignore[method-assign]
+
+    async def slow_model() -> Any:
+        await asyncio.sleep(0.1)  # queued behind another reply: nothing to indicate yet
+        assert shown_at == []
+        yield Started()
+        await asyncio.sleep(0.3)  # the model thinks: the indicator is renewed
+        yield TextDelta("hello")
+        await asyncio.sleep(0.2)
+        yield ReplyDone("hello")
+
+    posted_at: list[float] = []
+    post = board.post
+
+    async def timed_post(text: str, files: Sequence[File]) -> int:
+        posted_at.append(asyncio.get_running_loop().time())
+        return await post(text, files)
+
+    board.post = timed_post  # type: ignore[method-assign]
+    await deliver(scheduler, board, slow_model())
+    assert board.messages == ["hello"]
+    assert 4 <= len(shown_at) <= 8, shown_at  # ~0.3 s at one per 0.05 s
+    assert max(shown_at) < posted_at[0]  # none once the text showed
     await scheduler.close()

@@ -17,7 +17,7 @@ from bot.delivery.compose import View
 from bot.delivery.plan import Kind, Priority, Step, next_step
 from bot.delivery.split import messages
 from bot.delivery.surface import Refused, Surface, TooLong
-from bot.types import ReplyDone, ReplyEvent, ReplyFailed, TextDelta, ThinkingDelta
+from bot.types import ReplyDone, ReplyEvent, ReplyFailed, Started, TextDelta, ThinkingDelta
 
 log = logging.getLogger("teambot.delivery")
 
@@ -53,12 +53,19 @@ class Reply:
         self.last_write = -math.inf
         self.indicated_at = -math.inf
         self.indicating = surface.indicate_every > 0
+        self.working = False  # the model is at work on it (the indicator may show)
         self.closed = asyncio.Event()
         self._wanted: tuple[tuple[int, int], list[str]] = ((-1, 0), [])
 
     # What the engine says
 
     def feed(self, event: ReplyEvent) -> None:
+        if isinstance(event, Started):
+            # Only now is there something to be working on; in a burst this also keeps the
+            # indicators' requests behind the model requests.
+            self.working = True
+            self._notify()
+            return
         if isinstance(event, TextDelta):
             if not event.text:
                 return
@@ -132,7 +139,9 @@ class Reply:
 
     def indicator_due(self) -> float | None:
         """When the working indicator should be shown (again), or None."""
-        if not self.indicating or self.visible or self.closed.is_set() or self.inflight:
+        if not (self.working and self.indicating) or self.visible or self.closed.is_set():
+            return None
+        if self.inflight:
             return None
         return self.indicated_at + self.surface.indicate_every
 
