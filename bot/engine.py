@@ -208,7 +208,11 @@ class Engine:
         them; otherwise its turn reads them when it comes.
         """
         key = message.key
-        claim = self.store.add_question(f"answer:{key}:{message.id}", await _new_row(message, text))
+        question = await _new_row(message, text)
+        # A task, so the claim reaches the store before the reads below.
+        claim = asyncio.ensure_future(
+            self.store.add_question(f"answer:{key}:{message.id}", question)
+        )
         if key in self._turns:
             row = await claim
             if row is not None:
@@ -219,7 +223,8 @@ class Engine:
         )
         row, (window, settings) = await asyncio.gather(claim, reads)
         if row is None or not window.holds(row):
-            # A message recorded before as context now carries the question: read again.
+            # Read before the question landed (a store that runs calls in parallel), or a
+            # message recorded before as context now carries the question: read again.
             self.pipeline.windows.forget(key)
             return row, None
         return row, (window, settings)

@@ -8,7 +8,15 @@ import uuid
 from bot import tokens
 from bot.errors import ModelAuthError, ModelUnavailable
 from bot.pipeline import CUT_BY_SHUTDOWN
-from bot.types import AttachmentMeta, Image, ReplyDone, ReplyFailed, TextDelta, ThinkingDelta
+from bot.types import (
+    AttachmentMeta,
+    Image,
+    Message,
+    ReplyDone,
+    ReplyFailed,
+    TextDelta,
+    ThinkingDelta,
+)
 from tests.fakes.mistral import Disconnect, Error, FakeMistral, Reply, error_body
 from tests.helpers import (
     ALICE,
@@ -377,3 +385,32 @@ async def test_empty_mention_still_sends_valid_content(engine, fake_mistral):
     done = final(await collect(engine, message("   ")))
     assert isinstance(done, ReplyDone)
     assert fake_mistral.requests[0]["messages"][-1]["content"].strip() != ""
+
+
+async def test_a_conversation_window_is_read_once_then_only_new_rows(engine, fake_mistral):
+    reads = {"window": 0, "since": 0}
+    store = engine.store
+    window, since = store.window, store.messages_since
+
+    async def counted_window(conversation):
+        reads["window"] += 1
+        return await window(conversation)
+
+    async def counted_since(conversation, after_id):
+        reads["since"] += 1
+        return await since(conversation, after_id)
+
+    store.window, store.messages_since = counted_window, counted_since
+    for text in ("one", "two", "three"):
+        assert isinstance(final(await collect(engine, message(text))), ReplyDone)
+        await asyncio.sleep(0.01)  # the turn is over: the next question finds it idle
+    # The first turn reads the window; later ones only the rows since, with the question.
+    assert reads == {"window": 1, "since": 2}
+    assert "echo: one" in prompt_text(fake_mistral.requests[-1])
+    # A question recorded earlier as context, with other text, is read again, not reused.
+    context = message("draft wording")
+    await engine.record(context)
+    edited = Message(context.key, context.id, context.author, "final wording", is_group=False)
+    assert isinstance(final(await collect(engine, edited)), ReplyDone)
+    assert "final wording" in prompt_text(fake_mistral.requests[-1])
+    assert "draft wording" not in prompt_text(fake_mistral.requests[-1])
