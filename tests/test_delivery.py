@@ -420,3 +420,27 @@ async def test_the_indicator_waits_for_the_model_and_stops_once_text_shows() -> 
     assert 4 <= len(shown_at) <= 8, shown_at  # ~0.3 s at one per 0.05 s
     assert max(shown_at) < posted_at[0]  # none once the text showed
     await scheduler.close()
+
+
+class StreamBoard(Board):
+    """A board whose native stream's start and stop spend an "edges" budget."""
+
+    def scopes(self, kind: Kind) -> Sequence[str]:
+        if kind in (Kind.START, Kind.STOP, Kind.ABANDON):
+            return ("edges:T",)
+        return super().scopes(kind)
+
+
+async def test_without_budget_for_a_native_stream_the_text_still_streams_by_edits() -> None:
+    table = {"post": (100, 1.0), "update": (100, 1.0), "edges": (1, 60.0)}
+    # One start/stop token, and a stream must keep one back for its own stop: none may start.
+    edges = Limit(lambda: TokenBucket(1, 0.001), reserve_finals=True)
+    scheduler = Scheduler(limits(table, edges=edges))
+    board = StreamBoard(Ledger(table), style=Style(limit=3800))
+    board.stream = tape = Tape()
+    answer = "".join(e.text for e in words(20) if isinstance(e, TextDelta))
+    await deliver(scheduler, board, events(*words(20), ReplyDone(answer), gap=0.01))
+    assert tape.calls == []
+    assert board.messages == [answer.strip()]
+    assert board.log[0][0] == "post" and len(board.log) >= 2  # shown early, then edited
+    await scheduler.close()

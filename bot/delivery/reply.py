@@ -111,15 +111,17 @@ class Reply:
         """The one request that brings what people see closer to the view, if any."""
         if self.inflight or self.closed.is_set() or not self.dirty:
             return None
-        step = self._stream_step()
-        if step is None:
-            files = () if self.files_sent else self.view.files(self.style)
-            step = next_step(self.shown, self.wanted(), final=self.view.final, files=files)
+        step = self._stream_step() or self.without_stream()
         if step is None:  # people already see everything there is
             self.dirty = False
             if self.view.final:
                 self.close()
         return step
+
+    def without_stream(self) -> Step | None:
+        """The step posts and edits would take now (when a native stream can't start)."""
+        files = () if self.files_sent else self.view.files(self.style)
+        return next_step(self.shown, self.wanted(), final=self.view.final, files=files)
 
     def _stream_step(self) -> Step | None:
         stream = self.stream

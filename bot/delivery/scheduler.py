@@ -142,6 +142,11 @@ class Scheduler:
             if reply.inflight:  # granted a more urgent step this round
                 continue
             at = self._allowed_at(reply, step, now)
+            if at > now and step.kind is Kind.START:
+                # No budget to open a native stream: show the text by posts and edits instead.
+                other = reply.without_stream()
+                if other is not None and self._allowed_at(reply, other, now) <= now:
+                    step, at = other, now
             if at <= now:
                 self._start(reply, step, now)
             else:
