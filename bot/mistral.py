@@ -81,7 +81,12 @@ class _StreamState:
 # many conversations are answered at once; at httpx's default of 100, the 101st
 # waited for a whole answer to finish (bench/discord.py at N=500).
 MAX_STREAMS = 1000
-KEEPALIVE = 100
+# Idle connections kept for reuse. httpcore's pool scans every connection for each
+# request, so many idle ones slow a burst down (encode/httpcore#1035; bench/client.py:
+# burst after burst 164 ms p50 at 100 kept, 41 ms at 4): keep a few, which is what saves
+# a TLS handshake on the common one-question-at-a-time path.
+KEEPALIVE = 8
+DRAIN_TIMEOUT = 5.0  # seconds to wait for the body's end after [DONE]
 
 
 class MistralClient:
@@ -110,6 +115,7 @@ class MistralClient:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
+        self._draining: set[asyncio.Task[None]] = set()
         limits = httpx.Limits(max_connections=MAX_STREAMS, max_keepalive_connections=KEEPALIVE)
         self._client = httpx.AsyncClient(
             transport=transport or LoopTransport(limits),
@@ -119,6 +125,9 @@ class MistralClient:
         )
 
     async def aclose(self) -> None:
+        for task in list(self._draining):
+            task.cancel()
+        await asyncio.gather(*self._draining, return_exceptions=True)
         await self._client.aclose()
 
     async def check(self) -> str:
@@ -194,6 +203,7 @@ class MistralClient:
         except httpx.HTTPError as error:
             raise _Retryable(ModelUnavailable(self._transport_detail(error))) from None
         chunks: AsyncGenerator[bytes, None] | None = None
+        finished = False
         try:
             if response.status_code != 200:
                 raise await self._status_error(response)
@@ -212,10 +222,33 @@ class MistralClient:
                 if state.finish_reason is None:
                     raise self._broken(state, self._transport_detail(error)) from None
             yield self._finish(state)
+            finished = True
         finally:
-            if chunks is not None:
+            if finished and chunks is not None:
+                self._drain(chunks, response)
+            else:
+                if chunks is not None:
+                    await chunks.aclose()
+                await response.aclose()
+
+    def _drain(self, chunks: AsyncGenerator[bytes, None], response: httpx.Response) -> None:
+        """Read the body's end after [DONE] in the background, so the connection (and its TLS
+        session) serves the next request instead of being closed."""
+
+        async def drain() -> None:
+            try:
+                async with asyncio.timeout(DRAIN_TIMEOUT):
+                    async for _ in chunks:
+                        pass
+            except (TimeoutError, httpx.HTTPError):
+                pass  # not reusable: closing it below is all there is to do
+            finally:
                 await chunks.aclose()
-            await response.aclose()
+                await response.aclose()
+
+        task = asyncio.create_task(drain())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
 
     async def _stream_events(
         self, chunks: AsyncIterator[bytes], state: _StreamState

@@ -98,6 +98,26 @@ async def test_plain_stream_yields_chunks_then_one_finished(fake, make_client) -
     assert events[-1].finish_reason == "stop"
 
 
+async def test_one_connection_serves_replies_one_after_another(fake, make_client) -> None:
+    client = make_client()
+    for text in ("first", "second", "third"):
+        fake.enqueue(Reply(text))
+        assert answer_of(await collect(client)) == text
+        await asyncio.sleep(0.05)  # the body's end is read in the background
+    # Reused, not reopened: in production each new one would cost a TLS handshake.
+    assert len(fake.client_ports) == 3 and len(set(fake.client_ports)) == 1
+
+
+async def test_a_connection_cut_after_the_answer_is_not_reused(fake, make_client) -> None:
+    client = make_client()
+    fake.enqueue(Disconnect(after_text="half"))
+    with pytest.raises(StreamCut):
+        await collect(client)
+    fake.enqueue(Reply("whole"))
+    assert answer_of(await collect(client)) == "whole"
+    assert len(set(fake.client_ports)) == 2
+
+
 async def test_default_reply_echoes_the_last_user_message(fake, make_client) -> None:
     request = ModelRequest(
         messages=[

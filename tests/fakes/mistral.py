@@ -108,6 +108,7 @@ class FakeMistral:
         self.base_url = ""
         self.requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []
+        self.client_ports: list[int] = []  # the client's port, per request
         self.first_token_times: list[float] = []
         self.last_token_times: list[float] = []
         self._queue: deque[Scripted] = deque()
@@ -149,6 +150,8 @@ class FakeMistral:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.request_times.append(time.perf_counter())
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.client_ports.append(int(peer[1]) if peer else 0)
         try:
             body = await request.json()
         except ValueError:
