@@ -8,12 +8,8 @@ API's tokens; the ratio survives restarts in the store's meta table.
 
 from __future__ import annotations
 
-import logging
-
 from bot.store import Store, UsageRecord
 from bot.types import ConversationKey, Usage
-
-log = logging.getLogger("teambot.accounting")
 
 INPUT_USD_PER_MTOK = 0.15
 OUTPUT_USD_PER_MTOK = 0.60

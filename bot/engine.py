@@ -218,10 +218,7 @@ class Engine:
             if row is not None:
                 self.pipeline.windows.saw_question(key, row)
             return row, None
-        reads = asyncio.gather(
-            self.pipeline.windows.get(key, message.is_group), self.conversation_settings(key)
-        )
-        row, (window, settings) = await asyncio.gather(claim, reads)
+        row, (window, settings) = await asyncio.gather(claim, self.pipeline.read(message))
         if row is None or not window.holds(row):
             # Read before the question landed (a store that runs calls in parallel), or a
             # message recorded before as context now carries the question: read again.

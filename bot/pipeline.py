@@ -110,12 +110,7 @@ class ReplyPipeline:
         `ready` is the conversation's window and settings when the engine read them with the
         question; otherwise both are read now, in one store round trip.
         """
-        if ready is None:
-            ready = await asyncio.gather(
-                self.windows.get(message.key, message.is_group),
-                self.conversation_settings(message.key),
-            )
-        window, settings = ready
+        window, settings = ready or await self.read(message)
         if reasoning is None:
             reasoning = (
                 self.settings.reasoning
@@ -126,6 +121,14 @@ class ReplyPipeline:
         turn = Turn(message, row, window, settings, reasoning)
         outcome = await self._answer(turn, emit)
         await self._finish(turn, outcome, started, emit)
+
+    async def read(self, message: Message) -> Prepared:
+        """The conversation's window and settings, read together (one store round trip)."""
+        window, settings = await asyncio.gather(
+            self.windows.get(message.key, message.is_group),
+            self.conversation_settings(message.key),
+        )
+        return window, settings
 
     async def _answer(self, turn: Turn, emit: Emit) -> Outcome:
         """Stream the answer; a prompt the API finds too long is trimmed harder once."""
