@@ -7,9 +7,10 @@ edits per 5 s per channel, 5 per interaction token, and 50 requests a second in 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import discord
@@ -46,8 +47,13 @@ def _files(files: Sequence[File]) -> list[discord.File]:
     return [discord.File(io.BytesIO(f.data), filename=f.name) for f in files]
 
 
-def _refused(exc: discord.HTTPException) -> Refused:
-    return Refused(f"HTTP {exc.status}, code {exc.code}")
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """Discord's HTTP errors as the delivery's `Refused`."""
+    try:
+        yield
+    except discord.HTTPException as exc:
+        raise Refused(f"HTTP {exc.status}, code {exc.code}") from exc
 
 
 class _Messages:
@@ -60,7 +66,7 @@ class _Messages:
 
     async def edit(self, handle: Any, text: str, files: Sequence[File]) -> Any:
         message: discord.Message | discord.WebhookMessage = handle
-        try:
+        with _refusals():
             if files:
                 return await message.edit(
                     content=text,
@@ -68,14 +74,10 @@ class _Messages:
                     attachments=[*message.attachments, *_files(files)],
                 )
             return await message.edit(content=text, allowed_mentions=NO_MENTIONS)
-        except discord.HTTPException as exc:
-            raise _refused(exc) from exc
 
     async def delete(self, handle: Any) -> None:
-        try:
+        with _refusals():
             await handle.delete()
-        except discord.HTTPException as exc:
-            raise _refused(exc) from exc
 
     async def indicate(self) -> bool:
         return False
@@ -103,10 +105,8 @@ class ChannelSurface(_Messages):
         extra: dict[str, Any] = {"files": _files(files)} if files else {}
         if self._anchor is not None:
             extra["reference"] = self._anchor.to_reference(fail_if_not_exists=False)
-        try:
+        with _refusals():
             message = await self.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
-        except discord.HTTPException as exc:
-            raise _refused(exc) from exc
         self._anchor = message
         return message
 
@@ -132,9 +132,7 @@ class FollowupSurface(_Messages):
 
     async def post(self, text: str, files: Sequence[File]) -> discord.WebhookMessage:
         extra: dict[str, Any] = {"files": _files(files)} if files else {}
-        try:
+        with _refusals():
             return await self.interaction.followup.send(
                 text, wait=True, allowed_mentions=NO_MENTIONS, ephemeral=self.ephemeral, **extra
             )
-        except discord.HTTPException as exc:
-            raise _refused(exc) from exc
