@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.types import ConversationKey
 from tests.fakes.mistral import FakeMistral, text_of
 from tests.fakes.slack.fixtures import fake_slack_fixture, slack_fixture  # noqa: F401
 from tests.fakes.slack.harness import Harness
@@ -221,3 +222,27 @@ async def test_a_broken_database_still_gets_a_short_apology(
     text = await slack.reply_in("C1", ts)
     assert text == "Sorry, something went wrong while answering; the details are in the bot's log."
     assert fake_mistral.requests == []
+
+
+async def test_a_question_answered_before_gets_no_reply_and_no_status(
+    slack: Harness, fake_mistral: FakeMistral
+) -> None:
+    fake = slack.fake
+    ts = fake.add_user_message("U1", "C1", f"{BOT} asked before a restart")
+    # The answer was claimed before (by another process, or before a restart).
+    thread = ConversationKey("slack", fake.team_id, "C1", ts)
+    assert await slack.engine.store.claim_event(f"answer:{thread}:{ts}")
+    event = {
+        "type": "app_mention",
+        "channel": "C1",
+        "user": "U1",
+        "text": f"{BOT} asked before a restart",
+        "ts": ts,
+        "event_ts": ts,
+        "team": fake.team_id,
+    }
+    fake.deliver_event(event, "EvNEW")
+    await slack.idle()
+    assert fake_mistral.requests == [] and slack.replies("C1", ts) == []
+    # No "is thinking…" was shown, so there is nothing to clear either.
+    assert [s for _, key, s in fake.statuses if key == ("C1", ts)] == []

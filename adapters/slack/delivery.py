@@ -79,6 +79,7 @@ class SlackSurface:
             else None
         )
         self.reacted = False
+        self.status_shown = False
         self._scopes = {
             Kind.POST: (f"post:{place.channel}",),
             Kind.EDIT: (f"update:{place.team}",),
@@ -111,6 +112,7 @@ class SlackSurface:
         """The thread's status; where Slack has none, :eyes: on the question instead."""
         place = self.place
         if await self.api.set_status(place.channel, place.thread_ts, STATUS):
+            self.status_shown = True
             return True
         await self.api.react(place.channel, place.user_ts, "eyes", add=True)
         self.reacted = True
@@ -120,7 +122,7 @@ class SlackSurface:
         place = self.place
         if self.reacted:
             await self.api.react(place.channel, place.user_ts, "eyes", add=False)
-        elif not shown:  # nothing was posted, so nothing cleared the status
+        elif self.status_shown and not shown:  # nothing posted cleared the status
             await self.api.set_status(place.channel, place.thread_ts, "")
 
 
