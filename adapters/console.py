@@ -18,7 +18,7 @@ from typing import TextIO
 from bot.delivery import File, Limit, Scheduler, Style, Thinking, deliver, say
 from bot.delivery.plan import Kind
 from bot.engine import Engine
-from bot.types import Author, ConversationKey, Message
+from bot.types import DM, Author, ConversationKey, Message, Place
 
 # A terminal takes text as fast as it comes; nothing is split or paced.
 STYLE = Style(limit=10_000_000, emphasis="", thinking=Thinking.NONE)
@@ -93,7 +93,7 @@ class Terminal:
     async def delete(self, handle: object) -> None:
         """Printed text stays printed."""
 
-    async def indicate(self) -> bool:
+    async def indicate(self, activity: str) -> bool:
         return False
 
     async def settle(self, shown: bool) -> None:
@@ -101,6 +101,7 @@ class Terminal:
 
 
 CONSOLE_KEY = ConversationKey("console", "", "default")
+CONSOLE_PLACE = Place("default", "console", DM)
 QUIT = ("quit", "exit")
 
 
@@ -150,6 +151,7 @@ class ConsoleAdapter:
             author=self.author,
             text=text,
             is_group=False,
+            place=CONSOLE_PLACE,
         )
         reply = await deliver(self.pacer, Terminal(self.stdout), self.engine.reply(message))
         view = reply.view

@@ -62,6 +62,7 @@ class Accounts:
         usage: Usage,
         latency_ms: float,
         outcome: str,
+        kind: str = "reply",
     ) -> UsageRecord:
         return UsageRecord(
             platform=key.platform,
@@ -73,6 +74,7 @@ class Accounts:
             cost_usd=cost_usd(usage),
             latency_ms=latency_ms,
             outcome=outcome,
+            kind=kind,
         )
 
     async def calibrate(self, estimate: int, reported: int) -> None:

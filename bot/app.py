@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from bot import tokens
 from bot.config import Settings, environment, load_settings
 from bot.engine import Engine
+from bot.tools.loop import ToolSource
 
 PLATFORMS = ("adapters.discord.settings", "adapters.slack.settings")
 
@@ -95,7 +96,12 @@ async def open_engine(settings: Settings) -> Engine:
         model=settings.model,
     )
     await asyncio.to_thread(tokens.load)
-    engine = Engine(settings, store, model)
+    sources: list[ToolSource] = []
+    if settings.mcp_servers and settings.tools:
+        from bot.tools.mcp_servers import McpServers
+
+        sources.append(McpServers(list(settings.mcp_servers)))
+    engine = Engine(settings, store, model, tool_sources=sources)
     await engine.start()
     return engine
 

@@ -140,7 +140,29 @@ async def _check(config: Config) -> int:
         await client.aclose()
     for name, state in config.status().items():
         print(f"{'✓' if 'not' not in state else '-'} {name}: {state}")
+    if settings.mcp_servers:
+        ok = await _check_mcp(settings) and ok
     return 0 if ok else 1
+
+
+async def _check_mcp(settings: Settings) -> bool:
+    """Connect to each MCP server once and list its tools, or say why it failed."""
+    from bot.tools.mcp_servers import McpServers
+
+    servers = McpServers(list(settings.mcp_servers))
+    servers.start()
+    try:
+        await servers.wait_ready(timeout=15.0)
+        statuses = servers.status()
+    finally:
+        await servers.aclose()
+    for status in statuses:
+        if status.state == "connected":
+            names = ", ".join(status.tools) or "no tools"
+            print(f"✓ MCP {status.name} ({status.transport}): {names}")
+        else:
+            print(f"✗ MCP {status.name} ({status.transport}): {status.error or status.state}")
+    return all(status.state == "connected" for status in statuses)
 
 
 def _usage_line(day: str, platform: str, user: str, totals: UsageTotals) -> str:

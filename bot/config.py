@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.errors import ConfigError
 
@@ -24,6 +26,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "do not add such a prefix to your own replies. Use Markdown for formatting."
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+BUILTIN_TOOLS = ("search_messages", "read_messages", "current_time")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class Settings:
     reasoning: bool = False
     admin_ids: frozenset[str] = field(default_factory=frozenset)
     log_level: str = "INFO"
+    tools: tuple[str, ...] = BUILTIN_TOOLS  # built-in tools offered; () turns tools off
+    tool_rounds: int = 4  # model rounds with tool calls per reply
+    tool_timeout: float = 30.0  # seconds per tool call
+    timezone: str = "UTC"
+    mcp_config: str = ""  # path of an mcpServers JSON file
+    mcp_servers: tuple[Any, ...] = ()  # its servers (bot.tools.mcp_servers.ServerConfig)
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -114,6 +123,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     model = env.get("TEAMBOT_MODEL", "").strip() or "mistral-small-2603"
     return Settings(
+        **_tool_settings(env),
         mistral_api_key=env.get("MISTRAL_API_KEY", "").strip(),
         mistral_base_url=url(env, "MISTRAL_BASE_URL", "https://api.mistral.ai/v1").rstrip("/"),
         model=model,
@@ -125,3 +135,40 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         admin_ids=frozenset(id_list(env, "TEAMBOT_ADMIN_IDS")),
         log_level=log_level,
     )
+
+
+def _tool_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    tools = tuple(name.lower() for name in id_list(env, "TEAMBOT_TOOLS")) or BUILTIN_TOOLS
+    if tools == ("none",):
+        tools = ()
+    unknown = sorted(set(tools) - set(BUILTIN_TOOLS))
+    if unknown:
+        raise ConfigError(
+            "TEAMBOT_TOOLS",
+            f"a comma list of {', '.join(BUILTIN_TOOLS)}, or none (got {', '.join(unknown)})",
+        )
+    timezone = env.get("TEAMBOT_TIMEZONE", "").strip() or "UTC"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            "TEAMBOT_TIMEZONE", f"an IANA time zone such as Europe/Paris (got {timezone!r})"
+        ) from None
+    mcp_config = env.get("TEAMBOT_MCP_CONFIG", "").strip()
+    servers: tuple[Any, ...] = ()
+    if mcp_config:
+        if not Path(mcp_config).is_file():
+            raise ConfigError(
+                "TEAMBOT_MCP_CONFIG", f"the path of a JSON file (no file {mcp_config!r})"
+            )
+        from bot.tools.mcp_servers import load_servers  # the MCP SDK only when it is used
+
+        servers = tuple(load_servers(mcp_config))
+    return {
+        "tools": tools,
+        "tool_rounds": integer(env, "TEAMBOT_TOOL_ROUNDS", 4, 1, 20),
+        "tool_timeout": float(integer(env, "TEAMBOT_TOOL_TIMEOUT", 30, 1, 600)),
+        "timezone": timezone,
+        "mcp_config": mcp_config,
+        "mcp_servers": servers,
+    }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bot import commands, tokens
@@ -19,7 +19,10 @@ from bot.accounting import Accounts
 from bot.config import Settings
 from bot.model import ModelClient
 from bot.pipeline import Emit, Prepared, ReplyPipeline
-from bot.store import NewMessage, Store, StoredMessage, UsageTotals
+from bot.store import NewMessage, PlaceInfo, Store, StoredMessage, UsageTotals
+from bot.tools import Links, place_of
+from bot.tools.builtin import BUILTINS
+from bot.tools.loop import Toolbox, ToolSource
 from bot.types import (
     Author,
     CommandResult,
@@ -55,7 +58,14 @@ class _Turn:
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: Store, model: ModelClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        model: ModelClient,
+        *,
+        tool_sources: Sequence[ToolSource] = (),
+    ) -> None:
         self.settings = settings
         self.store = store
         self.model = model
@@ -63,15 +73,29 @@ class Engine:
         self.pipeline = ReplyPipeline(
             settings, store, model, self.accounts, self.conversation_settings
         )
+        builtins = [BUILTINS[name] for name in settings.tools]
+        self.pipeline.toolbox = Toolbox(builtins, tool_sources if settings.tools else ())
+        # The place each conversation was last filed under by this process: a write is
+        # needed only when it changes (the store holds the truth, this only saves writes).
+        self._places: dict[ConversationKey, PlaceInfo] = {}
         self._turns: dict[ConversationKey, _Turn] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._settings: dict[ConversationKey, ConversationSettings] = {}
 
     async def start(self) -> None:
+        for source in self.pipeline.toolbox.sources:
+            source.start()
         await self.accounts.load()
 
     # What adapters call
+
+    def register_links(self, platform: str, links: Links) -> None:
+        """How `platform` builds and reads message links (for the tools' citations)."""
+        self.pipeline.links[platform] = links
+
+    def tool_names(self) -> list[str]:
+        return list(self.pipeline.toolbox.offered())
 
     def is_admin(self, author_id: str) -> bool:
         return author_id in self.settings.admin_ids
@@ -81,8 +105,17 @@ class Engine:
 
     async def record(self, message: Message) -> bool:
         """Store a message as context without answering it."""
-        row = await self.store.add_message(await _new_row(message, message.text))
+        row, _ = await asyncio.gather(
+            self.store.add_message(await _new_row(message, message.text)),
+            self._note_place(message),
+        )
         return row is not None
+
+    async def _note_place(self, message: Message) -> None:
+        place = place_of(message)
+        if self._places.get(message.key) != place:
+            await self.store.note_place(str(message.key), place)
+            self._places[message.key] = place
 
     async def edit(self, key: ConversationKey, message_id: str, text: str) -> bool:
         self.pipeline.windows.forget(key)
@@ -113,13 +146,15 @@ class Engine:
         if cached is None:
             stored = await self.store.settings(str(key))
             cached = self._settings[key] = ConversationSettings(
-                reasoning=stored.get("reasoning"), system=stored.get("system")
+                reasoning=stored.get("reasoning"),
+                system=stored.get("system"),
+                tools=stored.get("tools"),
             )
         return cached
 
     async def set_setting(self, key: ConversationKey, name: str, value: str | None) -> None:
-        """Change one of the conversation's settings ("reasoning" or "system"); None resets."""
-        if name not in ("reasoning", "system"):
+        """Change one of the conversation's settings (see ConversationSettings); None resets."""
+        if name not in ("reasoning", "system", "tools"):
             raise ValueError(f"no conversation setting {name!r}")
         self._settings.pop(key, None)
         await self.store.set_setting(str(key), name, value)
@@ -195,6 +230,7 @@ class Engine:
 
     async def aclose(self) -> None:
         await self.shutdown(grace=0)
+        await asyncio.gather(*(source.aclose() for source in self.pipeline.toolbox.sources))
         await self.model.aclose()
         await self.store.aclose()
 
@@ -213,12 +249,13 @@ class Engine:
         claim = asyncio.ensure_future(
             self.store.add_question(f"answer:{key}:{message.id}", question)
         )
+        noted = self._note_place(message)
         if key in self._turns:
-            row = await claim
+            row, _ = await asyncio.gather(claim, noted)
             if row is not None:
                 self.pipeline.windows.saw_question(key, row)
             return row, None
-        row, (window, settings) = await asyncio.gather(claim, self.pipeline.read(message))
+        row, (window, settings), _ = await asyncio.gather(claim, self.pipeline.read(message), noted)
         if row is None or not window.holds(row):
             # Read before the question landed (a store that runs calls in parallel), or a
             # message recorded before as context now carries the question: read again.

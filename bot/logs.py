@@ -36,5 +36,9 @@ def setup(level: str, secrets: Iterable[str] = ()) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Library chatter at INFO (every gateway event, every HTTP request) drowns our lines.
-    for noisy in ("discord", "slack_bolt", "slack_sdk", "httpx", "aiohttp.access"):
+    for noisy in (
+        *("discord", "slack_bolt", "slack_sdk", "httpx", "aiohttp.access"),
+        # The MCP SDK's HTTP client logs every URL (which may carry a token) at INFO.
+        *("httpx2", "mcp"),
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

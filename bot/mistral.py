@@ -3,6 +3,10 @@
 Retry policy: 429, 5xx, connect errors and timeouts are retried with full-jitter exponential
 backoff, but only until the first thinking or answer chunk has been yielded; after that a broken
 stream raises `StreamCut` so the engine can keep the partial text instead of repeating it.
+
+Function calls are gathered from `delta.tool_calls` while the stream runs and handed over as one
+`ToolCalls` event right before `Finished`, so a stream that only calls tools yields nothing until
+its finish chunk and is retried whole if it breaks before that.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import (
     Callable,
     Iterator,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +42,15 @@ from bot.errors import (
     ModelUnavailable,
     StreamCut,
 )
-from bot.model import AnswerChunk, Finished, ModelEvent, ModelRequest, ThinkingChunk
+from bot.model import (
+    AnswerChunk,
+    Finished,
+    ModelEvent,
+    ModelRequest,
+    ThinkingChunk,
+    ToolCall,
+    ToolCalls,
+)
 from bot.sse import SSEDecoder, sse_bytes
 from bot.transport import LoopTransport
 from bot.types import Usage
@@ -57,6 +69,11 @@ EXTRA_FIELDS = frozenset(
 RETRY_AFTER_CAP = 120.0
 CONTEXT_TOO_LONG = re.compile(r"too large for model|context length", re.IGNORECASE)
 MAX_DETAIL = 300
+# Mistral's tool-call ids are 9 alphanumerics; we make one up for a call that came without.
+TOOL_CALL_ID_LENGTH = 9
+TOOL_CALL_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+# Placeholders some OpenAI-style servers put in `id` on continuation chunks.
+NO_ID = frozenset({"", "null", "none", "undefined"})
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -71,10 +88,21 @@ class _Retryable(Exception):
 
 
 @dataclass
+class PendingToolCall:
+    """One function call being put together from stream deltas."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)  # JSON text pieces, in arrival order
+
+
+@dataclass
 class _StreamState:
     produced: bool = False  # a thinking or answer chunk has been yielded
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: list[PendingToolCall] = field(default_factory=list)
 
 
 # A streamed reply holds its connection until the last token, so the pool bounds how
@@ -163,6 +191,12 @@ class MistralClient:
             reasoning_effort="high" if request.reasoning else "none",
             stream=True,
         )
+        if request.tools:
+            body.update(
+                tools=list(request.tools),
+                tool_choice=request.tool_choice,
+                parallel_tool_calls=True,
+            )
         return body
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
@@ -203,7 +237,7 @@ class MistralClient:
         except httpx.HTTPError as error:
             raise _Retryable(ModelUnavailable(self._transport_detail(error))) from None
         chunks: AsyncGenerator[bytes, None] | None = None
-        finished = False
+        done = False
         try:
             if response.status_code != 200:
                 raise await self._status_error(response)
@@ -221,10 +255,14 @@ class MistralClient:
             except httpx.HTTPError as error:
                 if state.finish_reason is None:
                     raise self._broken(state, self._transport_detail(error)) from None
-            yield self._finish(state)
-            finished = True
+            finished = self._finish(state)
+            calls = complete_tool_calls(state.tool_calls)
+            if calls is not None:
+                yield calls
+            yield finished
+            done = True
         finally:
-            if finished and chunks is not None:
+            if done and chunks is not None:
                 self._drain(chunks, response)
             else:
                 if chunks is not None:
@@ -285,7 +323,11 @@ class MistralClient:
         try:
             payload = json.loads(await response.aread())
             choice = (payload.get("choices") or [{}])[0]
-            events = list(content_events((choice.get("message") or {}).get("content")))
+            message = choice.get("message") or {}
+            events = list(content_events(message.get("content")))
+            calls = complete_tool_calls(message_tool_calls(message.get("tool_calls")))
+            if calls is not None:
+                events.append(calls)
             usage = parse_usage(payload.get("usage")) or Usage()
             return [*events, Finished(usage, choice.get("finish_reason") or "stop")]
         except (ValueError, AttributeError, IndexError, httpx.HTTPError) as error:
@@ -361,7 +403,8 @@ class MistralClient:
 
 
 def chunk_events(chunk: dict[str, Any], state: _StreamState) -> Iterator[ModelEvent]:
-    """Thinking/answer events of one `chat.completion.chunk`; records finish and usage."""
+    """Thinking/answer events of one `chat.completion.chunk`; records finish, usage and
+    tool-call deltas (those become one `ToolCalls` at the end, see `complete_tool_calls`)."""
     usage = parse_usage(chunk.get("usage"))
     if usage is not None:
         state.usage = usage
@@ -375,7 +418,7 @@ def chunk_events(chunk: dict[str, Any], state: _StreamState) -> Iterator[ModelEv
                 if isinstance(delta.get(key), str) and delta[key]:
                     yield ThinkingChunk(delta[key])
             yield from content_events(delta.get("content"))
-            # delta.tool_calls is ignored: we send no tools yet.
+            add_tool_call_deltas(state.tool_calls, delta.get("tool_calls"))
         if choice.get("finish_reason"):
             state.finish_reason = str(choice["finish_reason"])
 
@@ -400,6 +443,104 @@ def content_events(content: Any) -> Iterator[ModelEvent]:
             answer = part.get("text")
             if isinstance(answer, str) and answer:
                 yield AnswerChunk(answer)
+
+
+def add_tool_call_deltas(pending: list[PendingToolCall], deltas: Any) -> None:
+    """Merge one chunk's `delta.tool_calls` into `pending` (calls are keyed by `index`)."""
+    if not isinstance(deltas, list):
+        return
+    for delta in deltas:
+        if isinstance(delta, dict):
+            merge_tool_call(_pending_for(pending, delta), delta)
+
+
+def _pending_for(pending: list[PendingToolCall], delta: dict[str, Any]) -> PendingToolCall:
+    """The call a delta continues, or a new one.
+
+    Normally that is the call with the same `index`. Some OpenAI-style servers give every
+    call index 0, or none at all; a different id then still means a different call.
+    """
+    call_id = real_id(delta.get("id"))
+    index = delta.get("index")
+    if isinstance(index, int) and not isinstance(index, bool):
+        same = [call for call in pending if call.index == index]
+        if same and not (call_id and same[-1].id and call_id != same[-1].id):
+            return same[-1]
+    elif call_id:
+        known = next((call for call in pending if call.id == call_id), None)
+        if known is not None:
+            return known
+        index = max((call.index for call in pending), default=-1) + 1
+    elif pending:
+        return pending[-1]  # a continuation piece without index or id
+    else:
+        index = 0
+    call = PendingToolCall(index)
+    pending.append(call)
+    return call
+
+
+def merge_tool_call(call: PendingToolCall, delta: dict[str, Any]) -> None:
+    """Take the id and name when first present; append the arguments piece.
+
+    `arguments` is usually JSON text (pieces are concatenated) but may be an object, which is
+    written out once as compact JSON.
+    """
+    call_id = real_id(delta.get("id"))
+    if call_id and not call.id:
+        call.id = call_id
+    function = delta.get("function")
+    if not isinstance(function, dict):
+        return
+    name = function.get("name")
+    if isinstance(name, str) and name and not call.name:
+        call.name = name
+    arguments = function.get("arguments")
+    if isinstance(arguments, str):
+        call.arguments.append(arguments)
+    elif arguments is not None:
+        call.arguments.append(json.dumps(arguments, ensure_ascii=False, separators=(",", ":")))
+
+
+def message_tool_calls(value: Any) -> list[PendingToolCall]:
+    """The `tool_calls` of a whole (non-streamed) message: one call per entry, in order."""
+    pending: list[PendingToolCall] = []
+    for position, item in enumerate(value if isinstance(value, list) else []):
+        if isinstance(item, dict):
+            call = PendingToolCall(position)
+            merge_tool_call(call, item)
+            pending.append(call)
+    return pending
+
+
+def complete_tool_calls(
+    pending: list[PendingToolCall], new_id: Callable[[], str] | None = None
+) -> ToolCalls | None:
+    """The finished calls ordered by index, or None when there are none.
+
+    A call without an id gets a generated one; one without a name cannot be run or answered,
+    so it is dropped. Empty arguments become "{}".
+    """
+    make_id = new_id or generate_tool_call_id
+    calls: list[ToolCall] = []
+    for call in sorted(pending, key=lambda call: call.index):
+        if not call.name:
+            log.warning("mistral: dropping a tool call without a function name")
+            continue
+        arguments = "".join(call.arguments) or "{}"
+        calls.append(ToolCall(id=call.id or make_id(), name=call.name, arguments=arguments))
+    return ToolCalls(tuple(calls)) if calls else None
+
+
+def real_id(value: Any) -> str:
+    """A tool-call id as sent, or "" for none or a placeholder. Longer ids are kept as they are."""
+    if not isinstance(value, str) or value.strip().lower() in NO_ID:
+        return ""
+    return value
+
+
+def generate_tool_call_id() -> str:
+    return "".join(random.choices(TOOL_CALL_ID_ALPHABET, k=TOOL_CALL_ID_LENGTH))
 
 
 def flatten_text(value: Any) -> str:

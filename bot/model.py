@@ -24,6 +24,10 @@ class ModelRequest:
     reasoning: bool = False
     max_tokens: int = 4096
     extra: dict[str, Any] = field(default_factory=dict)
+    # Function tools in Mistral's shape ({"type": "function", "function": {...}}); empty
+    # means none are offered. `tool_choice` is "auto" or "none" (answer with what you have).
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -37,19 +41,35 @@ class ThinkingChunk:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One function call the model asked for; `arguments` is JSON text as it wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """The model wants these tools run before it answers (comes right before `Finished`)."""
+
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True)
 class Finished:
     usage: Usage
     finish_reason: str = "stop"
 
 
-ModelEvent = AnswerChunk | ThinkingChunk | Finished
+ModelEvent = AnswerChunk | ThinkingChunk | ToolCalls | Finished
 
 
 class ModelClient(Protocol):
     model: str
 
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
-        """Yield answer and thinking chunks, then exactly one `Finished`."""
+        """Yield answer and thinking chunks, at most one `ToolCalls`, then one `Finished`."""
         ...
 
     async def aclose(self) -> None: ...

@@ -9,19 +9,31 @@ events, then stores the answer and its usage and emits exactly one `ReplyDone` o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bot import context, tokens
 from bot.accounting import Accounts
 from bot.config import Settings
 from bot.errors import ContextTooLong, ModelError
-from bot.model import AnswerChunk, Finished, ModelClient, ModelRequest, ThinkingChunk
+from bot.model import (
+    AnswerChunk,
+    Finished,
+    ModelClient,
+    ModelRequest,
+    ThinkingChunk,
+    ToolCall,
+    ToolCalls,
+)
 from bot.store import NewMessage, Store, StoredMessage
+from bot.tools import Links, Tool, ToolContext, rounds, scope_of
+from bot.tools.loop import LIMIT_NOTE, Toolbox, activity, run_round
 from bot.types import (
     ConversationKey,
     ConversationSettings,
@@ -32,6 +44,7 @@ from bot.types import (
     Started,
     TextDelta,
     ThinkingDelta,
+    ToolActivity,
     Usage,
 )
 from bot.window import Window, Windows
@@ -53,14 +66,20 @@ def _count_cached(text: str) -> int:
 
 @dataclass
 class Outcome:
-    """How one model call ended."""
+    """How a reply's model calls ended (the last call's, plus its tool rounds)."""
 
     answer: str = ""
     thinking: str = ""
-    usage: Usage | None = None
+    usage: Usage | None = None  # the last call's, as the API reported it
     error: ModelError | None = None
     cancelled: bool = False
-    estimate: int = 0  # our count of the prompt's tokens
+    estimate: int = 0  # our count of the last call's prompt tokens
+    calls: tuple[ToolCall, ...] = ()  # what the last call asked to run
+    rounds: list[rounds.Round] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)  # text the model wrote before calling tools
+    spent: Usage = field(default_factory=Usage)  # the tool rounds' usage, recorded already
+    first_estimate: int = 0  # the first call's prompt estimate (for calibration)
+    first_usage: Usage | None = None
 
     @property
     def state(self) -> str:
@@ -79,6 +98,7 @@ class Turn:
     window: Window
     settings: ConversationSettings
     reasoning: bool
+    tools: Mapping[str, Tool] = field(default_factory=dict)
 
 
 class ReplyPipeline:
@@ -96,6 +116,8 @@ class ReplyPipeline:
         self.accounts = accounts
         self.conversation_settings = conversation_settings
         self.windows = Windows(store)
+        self.toolbox = Toolbox(())
+        self.links: dict[str, Links] = {}  # by platform, registered by the adapters
 
     async def run(
         self,
@@ -118,9 +140,13 @@ class ReplyPipeline:
                 else (settings.reasoning != "off")
             )
         started = time.perf_counter()
-        turn = Turn(message, row, window, settings, reasoning)
+        tools = self.toolbox.offered() if self._tools_on(settings) else {}
+        turn = Turn(message, row, window, settings, reasoning, tools)
         outcome = await self._answer(turn, emit)
         await self._finish(turn, outcome, started, emit)
+
+    def _tools_on(self, settings: ConversationSettings) -> bool:
+        return settings.tools != "off"
 
     async def read(self, message: Message) -> Prepared:
         """The conversation's window and settings, read together (one store round trip)."""
@@ -136,30 +162,38 @@ class ReplyPipeline:
         outcome = Outcome()
         for _ in range(2):
             try:
-                request, estimate = await self._request(turn, budget)
+                request, estimate, fixed = await self._request(turn, budget)
             except ContextTooLong as exc:
                 return Outcome(error=exc, estimate=outcome.estimate)
-            outcome = await self._stream(request, emit)
-            outcome.estimate = estimate
-            if not (isinstance(outcome.error, ContextTooLong) and not outcome.answer):
+            outcome = await self._converse(turn, request, estimate, budget, emit)
+            if not (
+                isinstance(outcome.error, ContextTooLong)
+                and not outcome.answer
+                and not outcome.rounds
+            ):
                 break
             log.warning(
                 "context too long for %s; trimming harder and retrying once", turn.message.key
             )
-            budget = estimate // 2
+            budget = fixed + (estimate - fixed) // 2  # half the conversation
         return outcome
 
-    async def _request(self, turn: Turn, budget: int) -> tuple[ModelRequest, int]:
+    async def _request(self, turn: Turn, budget: int) -> tuple[ModelRequest, int, int]:
+        """The request, its prompt tokens, and how many of those are not conversation."""
         message, row, window = turn.message, turn.row, turn.window
         today = datetime.now(UTC).strftime("%Y-%m-%d")
+        guide = context.tools_guide(self.settings.timezone) if turn.tools else ""
         system = context.system_message(
-            self.settings.system_prompt, turn.settings.system or "", today
+            self.settings.system_prompt, turn.settings.system or "", today, guide
         )
+        schemas = tuple(tool.spec.schema() for tool in turn.tools.values())
         fixed = _count_cached(system["content"]) + tokens.IMAGE_TOKENS * len(message.images)
+        if schemas:
+            fixed += _count_cached(json.dumps(schemas))
         # Questions queued behind this one are in the window too; they wait their turn.
         cut = window.upto(row.position)
         total = fixed + window.tokens - sum(m.tokens for m in window.rows[cut:])
-        new_start = context.trim_window(window.rows[:cut], total, budget)
+        new_start = context.trim_window(window.rows[:cut], total, budget, fixed)
         if new_start is not None:
             window.trim(new_start)
             await self.store.set_window_start(str(message.key), new_start)
@@ -168,7 +202,83 @@ class ReplyPipeline:
         if total > budget:
             raise ContextTooLong(f"message alone is ~{total} tokens; budget {budget}")
         messages = context.build_messages(system, window.merged(cut), images=message.images)
-        return ModelRequest(messages, turn.reasoning, self.settings.max_output_tokens), total
+        request = ModelRequest(
+            messages, turn.reasoning, self.settings.max_output_tokens, tools=schemas
+        )
+        return request, total, fixed
+
+    async def _converse(
+        self, turn: Turn, request: ModelRequest, estimate: int, budget: int, emit: Emit
+    ) -> Outcome:
+        """Call the model until it answers: run the tools it asks for in between, at most
+        `tool_rounds` times, then ask it to answer with what it has."""
+        done = Outcome(estimate=estimate, first_estimate=estimate)
+        ctx = ToolContext(
+            turn.message,
+            scope_of(turn.message),
+            self.store,
+            self.settings.timezone,
+            self.links.get(turn.message.key.platform),
+        )
+        while True:
+            last = len(done.rounds) >= self.settings.tool_rounds
+            step = dataclasses.replace(
+                request,
+                messages=request.messages + rounds.history(done.rounds),
+                tool_choice="none" if last else "auto",
+            )
+            call = await self._stream(step, emit)
+            call.estimate = done.estimate
+            if not done.rounds:
+                done.first_usage = call.usage
+            if not (call.calls and turn.tools and not last) or call.error or call.cancelled:
+                return self._last_call(done, call)
+            if not await self._tool_round(turn, ctx, call, done, budget, emit):
+                return done
+
+    async def _tool_round(
+        self, turn: Turn, ctx: ToolContext, call: Outcome, done: Outcome, budget: int, emit: Emit
+    ) -> bool:
+        """Run the tools `call` asked for and add the round to `done`; False if cut short."""
+        usage = call.usage or Usage(call.estimate, await tokens.count_async(call.answer))
+        record = self.accounts.usage_record(
+            turn.message.key, turn.message.author.id, usage, 0.0, "ok", kind="tool_round"
+        )
+        emit(ToolActivity(activity(call.calls, turn.tools, ctx)))
+        try:
+            recorded = asyncio.ensure_future(self.store.record_usage(record))
+            results = await run_round(
+                call.calls,
+                turn.tools,
+                ctx,
+                seconds=self.settings.tool_timeout,
+                room=budget - call.estimate,
+            )
+            await recorded
+        except asyncio.CancelledError:
+            done.cancelled = True
+            return False
+        emit(ToolActivity(""))
+        if len(done.rounds) + 1 >= self.settings.tool_rounds:
+            results = (*results[:-1], f"{results[-1]}\n\n{LIMIT_NOTE}")
+        done.rounds.append(rounds.Round(call.calls, results, call.answer))
+        done.spent = _add(done.spent, usage)
+        if call.thinking:
+            done.thinking += call.thinking + "\n\n"
+        if call.answer:
+            done.said.append(call.answer)
+            emit(TextDelta("\n\n"))
+        added = await tokens.count_async(json.dumps(done.rounds[-1].messages()))
+        done.estimate = call.estimate + added
+        return True
+
+    @staticmethod
+    def _last_call(done: Outcome, call: Outcome) -> Outcome:
+        """The reply's outcome: the last call's, with the rounds before it."""
+        call.rounds, call.said, call.spent = done.rounds, done.said, done.spent
+        call.thinking = done.thinking + call.thinking
+        call.first_estimate, call.first_usage = done.first_estimate, done.first_usage
+        return call
 
     async def _stream(self, request: ModelRequest, emit: Emit) -> Outcome:
         outcome = Outcome()
@@ -183,6 +293,8 @@ class ReplyPipeline:
                 elif isinstance(event, ThinkingChunk):
                     thinking.append(event.text)
                     emit(ThinkingDelta(event.text))
+                elif isinstance(event, ToolCalls):
+                    outcome.calls = event.calls
                 elif isinstance(event, Finished):
                     outcome.usage = event.usage
         except ModelError as exc:
@@ -197,6 +309,9 @@ class ReplyPipeline:
         """Store the answer and its usage together, then say how the reply ended."""
         message = turn.message
         answer_tokens = await tokens.count_async(outcome.answer) if outcome.answer else 0
+        stored_rounds = rounds.dumps(outcome.rounds)
+        if stored_rounds:
+            answer_tokens += await tokens.count_async(stored_rounds)
         # Without the API's usage (a broken or cut stream), bill what was surely spent.
         usage = outcome.usage or Usage(outcome.estimate if outcome.answer else 0, answer_tokens)
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -214,28 +329,33 @@ class ReplyPipeline:
         writes: list[Awaitable[object]] = [self.store.record_usage(record)]
         failed = outcome.error if not outcome.answer else None
         if failed is None:
-            writes.append(
-                self.store.add_message(_answer_row(message, turn.row, outcome, answer_tokens))
-            )
+            row = _answer_row(message, turn.row, outcome, answer_tokens)
+            writes.append(self.store.add_message(dataclasses.replace(row, rounds=stored_rounds)))
         await asyncio.gather(*writes)  # together: one store round trip
         if failed is not None:
             emit(ReplyFailed(failed.user_message))
             return
-        if outcome.usage and not outcome.cancelled:
-            await self.accounts.calibrate(outcome.estimate, outcome.usage.prompt_tokens)
+        if outcome.first_usage and not outcome.cancelled:
+            first = outcome.first_usage.prompt_tokens
+            await self.accounts.calibrate(outcome.first_estimate, first)
         notice = CUT_BY_SHUTDOWN if outcome.cancelled else ""
         if outcome.error:
             notice = f"({outcome.error.user_message})"
         emit(
             ReplyDone(
-                text=outcome.answer,
+                text="\n\n".join([*outcome.said, outcome.answer]),
                 thinking=outcome.thinking,
-                usage=usage,
+                usage=_add(outcome.spent, usage),
                 cut_off=bool(notice),
                 notice=notice,
                 show_thinking=turn.settings.reasoning == "show",
+                tools=tuple(call.name for r in outcome.rounds for call in r.calls),
             )
         )
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens)
 
 
 def _answer_row(

@@ -54,16 +54,36 @@ class AttachmentMeta:
         return self.mime.startswith("image/")
 
 
+PUBLIC, PRIVATE, DM = "public", "private", "dm"
+
+
+@dataclass(frozen=True)
+class Place:
+    """Whose members can read a conversation: a channel, a private thread or a DM.
+
+    `id` is the platform's id of that channel (or private thread); the threads of a
+    channel share its place. `visibility` is PUBLIC (anyone in the guild or workspace
+    can read it), PRIVATE (only its members) or DM. Tools use it to decide what an
+    asker may see.
+    """
+
+    id: str
+    name: str = ""
+    visibility: str = PRIVATE
+
+
 @dataclass(frozen=True)
 class ConversationSettings:
     """What a conversation's members chose for it; None means the bot's default."""
 
     reasoning: str | None = None  # "on", "off" or "show"
     system: str | None = None  # extra instructions for this conversation
+    tools: str | None = None  # "on" or "off"
 
     def changed(self) -> dict[str, str]:
         """The settings that differ from the defaults, by name (how the store keeps them)."""
-        return {k: v for k, v in (("reasoning", self.reasoning), ("system", self.system)) if v}
+        pairs = (("reasoning", self.reasoning), ("system", self.system), ("tools", self.tools))
+        return {k: v for k, v in pairs if v}
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,12 @@ class Message:
     attachments: tuple[AttachmentMeta, ...] = ()
     reasoning: bool | None = None
     is_group: bool = True
+    # Where the conversation lives for visibility; None when the adapter cannot tell,
+    # and then tools see only this conversation.
+    place: Place | None = None
+    # Spaces (guilds, workspaces) whose public channels the author can read; empty
+    # means just the conversation's own space.
+    spaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +143,13 @@ class ThinkingDelta:
 
 
 @dataclass(frozen=True)
+class ToolActivity:
+    """What the bot is doing while tools run (one line, replaced by the next)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class ReplyDone:
     """The reply is complete (or was cut off) and has been stored.
 
@@ -131,6 +164,7 @@ class ReplyDone:
     cut_off: bool = False
     notice: str = ""
     show_thinking: bool = False
+    tools: tuple[str, ...] = ()  # the tools the answer used, in first-use order, repeats kept
 
 
 @dataclass(frozen=True)
@@ -140,7 +174,7 @@ class ReplyFailed:
     notice: str
 
 
-ReplyEvent = Started | TextDelta | ThinkingDelta | ReplyDone | ReplyFailed
+ReplyEvent = Started | TextDelta | ThinkingDelta | ToolActivity | ReplyDone | ReplyFailed
 
 
 @dataclass(frozen=True)

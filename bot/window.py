@@ -11,7 +11,7 @@ import bisect
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from bot.context import merge_turns, render
+from bot.context import Turn, merge_turns, turn
 from bot.model import ChatMessage
 from bot.store import Store, StoredMessage
 from bot.types import ConversationKey
@@ -24,7 +24,7 @@ class Window:
         self.rows: list[StoredMessage] = []
         self.order: list[tuple[int, int]] = []  # (position, id), sorted: the bisect key
         self.roles: list[str] = []
-        self.texts: list[str] = []
+        self.texts: list[Turn] = []
         self.tokens = 0
         self.max_id = 0
         # The merged chat messages for the first `_merged_rows` rows, extended as rows
@@ -45,7 +45,7 @@ class Window:
             self.order.insert(at, (row.position, row.id))
             self.rows.insert(at, row)
             self.roles.insert(at, row.role)
-            self.texts.insert(at, render(row, self.named))
+            self.texts.insert(at, turn(row, self.named))
             self.tokens += row.tokens
 
     def holds(self, row: StoredMessage) -> bool:

@@ -36,6 +36,7 @@ async def make_engine(fake_mistral: FakeMistral, tmp_path: Path) -> AsyncIterato
     engines: list[Engine] = []
 
     async def factory(db_path: Path | None = None, **overrides: Any) -> Engine:
+        sources = overrides.pop("tool_sources", ())
         settings = test_settings(fake_mistral, db_path or tmp_path / "teambot.db", **overrides)
         store = await SQLiteStore.open(settings.database_url.removeprefix("sqlite:///"))
         model = MistralClient(
@@ -44,7 +45,7 @@ async def make_engine(fake_mistral: FakeMistral, tmp_path: Path) -> AsyncIterato
             model=settings.model,
             retry_budget=1.0,
         )
-        engine = Engine(settings, store, model)
+        engine = Engine(settings, store, model, tool_sources=sources)
         await engine.start()
         engines.append(engine)
         return engine

@@ -95,7 +95,7 @@ def test_view_text_at_each_moment() -> None:
     view.footer = "used: search"
     view.finish(ReplyDone("whole answer", cut_off=True, notice="(cut off)"))
     assert view.text(DISCORDISH) == (
-        "-# big.png was left out\nwhole answer\n\n*(cut off)*\n\nused: search"
+        "-# big.png was left out\nwhole answer\n\n*(cut off)*\n\n-# used: search"
     )
     failed = View(answer="")
     failed.finish(ReplyFailed("The model is unavailable."))
@@ -212,7 +212,7 @@ class Board:
         await self._request(Kind.DELETE, "")
         self.messages[handle] = "(deleted)"
 
-    async def indicate(self) -> bool:
+    async def indicate(self, activity: str) -> bool:
         return False
 
     async def settle(self, shown: bool) -> None:
@@ -392,7 +392,7 @@ async def test_the_indicator_waits_for_the_model_and_stops_once_text_shows() -> 
     board.indicate_every = 0.05
     shown_at: list[float] = []
 
-    async def indicate() -> bool:
+    async def indicate(activity: str) -> bool:
         shown_at.append(asyncio.get_running_loop().time())
         return True
 

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 import shutil
 import socket
 import ssl
@@ -28,8 +29,16 @@ from bot.errors import (
     ModelUnavailable,
     StreamCut,
 )
-from bot.mistral import MistralClient, retry_after_seconds
+from bot.mistral import (
+    MistralClient,
+    PendingToolCall,
+    add_tool_call_deltas,
+    complete_tool_calls,
+    retry_after_seconds,
+)
 from bot.model import AnswerChunk, Finished, ModelEvent, ModelRequest, ThinkingChunk
+from bot.model import ToolCall as ModelToolCall
+from bot.model import ToolCalls as ModelToolCalls
 from bot.sse import SSEDecoder
 from bot.types import Usage
 from tests.fakes.mistral import (
@@ -41,6 +50,7 @@ from tests.fakes.mistral import (
     Hang,
     Reply,
     ToolCall,
+    ToolCalls,
     error_body,
 )
 
@@ -158,13 +168,432 @@ async def test_computed_usage_counts_the_streamed_chunks(fake, make_client) -> N
     assert finished.usage.prompt_tokens > 0
 
 
-@pytest.mark.parametrize("arguments", [{"city": "Paris"}, '{"city": "Paris"}'])
-async def test_tool_call_message_is_tolerated(fake, make_client, arguments) -> None:
-    fake.enqueue(ToolCall("weather", arguments))
-    events = await collect(make_client())
-    assert answer_of(events) == ""
-    assert isinstance(events[-1], Finished)
-    assert events[-1].finish_reason == "tool_calls"
+# -- function calling --------------------------------------------------------------------
+
+TOOLS = (
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "Local time in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    },
+)
+ASK = {"role": "user", "content": "Weather and time in Paris?"}
+WITH_TOOLS = ModelRequest(messages=[ASK], tools=TOOLS)
+MISTRAL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+
+
+def calls_of(events: list[ModelEvent]) -> tuple[ModelToolCall, ...]:
+    """The calls of the one ToolCalls event, which must come right before Finished."""
+    found = [e for e in events if isinstance(e, ModelToolCalls)]
+    assert len(found) == 1, events
+    assert events[-2] is found[0] and isinstance(events[-1], Finished)
+    return found[0].calls
+
+
+def call_message(*calls: tuple[str, str], content: str = "") -> dict[str, Any]:
+    """An assistant message calling (id, function name) pairs."""
+    return {
+        "role": "assistant",
+        "content": content,
+        "tool_calls": [
+            {"id": i, "type": "function", "function": {"name": n, "arguments": '{"city":"Paris"}'}}
+            for i, n in calls
+        ],
+    }
+
+
+def result(call_id: str, name: str, content: Any = "18 °C, sunny") -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "name": name, "content": content}
+
+
+def follow_up(calls: tuple[ModelToolCall, ...]) -> list[dict[str, Any]]:
+    """The next request's messages after running `calls`, as the engine would send them."""
+    assistant = {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ],
+    }
+    return [ASK, assistant, *(result(c.id, c.name, f"result of {c.name}") for c in calls)]
+
+
+def test_request_body_without_tools_has_no_tool_fields(make_client) -> None:
+    body = make_client().request_body(HELLO)
+    assert not {"tools", "tool_choice", "parallel_tool_calls"} & set(body)
+
+
+@pytest.mark.parametrize("choice", ["auto", "none"])
+async def test_request_body_with_tools_is_sent_and_accepted(fake, make_client, choice) -> None:
+    request = ModelRequest([ASK], tools=TOOLS, tool_choice=choice)
+    events = await collect(make_client(), request)
+    assert answer_of(events) == "echo: Weather and time in Paris?"
+    (body,) = fake.requests
+    assert body["tools"] == list(TOOLS)
+    assert body["tool_choice"] == choice
+    assert body["parallel_tool_calls"] is True
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('{"city": "Zürich"}', '{"city": "Zürich"}'),  # JSON text is kept as written
+        ({"city": "Zürich", "days": [1, 2]}, '{"city":"Zürich","days":[1,2]}'),  # compact
+    ],
+)
+async def test_one_streamed_call(fake, make_client, arguments, expected) -> None:
+    fake.enqueue(ToolCall("get_weather", arguments))
+    events = await collect(make_client(), WITH_TOOLS)
+    (call_id,) = fake.tool_call_ids
+    assert MISTRAL_ID.match(call_id)
+    assert calls_of(events) == (ModelToolCall(call_id, "get_weather", expected),)
+    assert events == [ModelToolCalls(calls_of(events)), events[-1]]  # no text events
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.finish_reason == "tool_calls"
+    assert finished.usage.completion_tokens > 0
+
+
+async def test_parallel_calls_come_in_index_order(fake, make_client) -> None:
+    fake.enqueue(
+        ToolCalls(
+            [
+                ToolCall("get_weather", '{"city": "Paris"}'),
+                ToolCall("get_time", {"city": "Paris"}),
+                ToolCall("get_weather", '{"city": "Rome"}'),
+            ],
+            usage={"prompt_tokens": 40, "completion_tokens": 30, "total_tokens": 70},
+        )
+    )
+    events = await collect(make_client(), WITH_TOOLS)
+    calls = calls_of(events)
+    assert [(c.name, c.arguments) for c in calls] == [
+        ("get_weather", '{"city": "Paris"}'),
+        ("get_time", '{"city":"Paris"}'),
+        ("get_weather", '{"city": "Rome"}'),
+    ]
+    assert [c.id for c in calls] == fake.tool_call_ids
+    assert len(set(fake.tool_call_ids)) == 3
+    assert events[-1] == Finished(Usage(40, 30), "tool_calls")
+
+
+async def test_arguments_split_across_chunks_are_joined(fake, make_client) -> None:
+    first = '{"city": "Paris", "units": "metric", "days": 3}'
+    fake.enqueue(
+        ToolCalls(
+            [ToolCall("get_weather", first), ToolCall("get_time", '{"city": "Oslo"}')],
+            split_arguments=True,
+        )
+    )
+    calls = calls_of(await collect(make_client(), WITH_TOOLS))
+    assert [(c.id, c.name, c.arguments) for c in calls] == [
+        (fake.tool_call_ids[0], "get_weather", first),
+        (fake.tool_call_ids[1], "get_time", '{"city": "Oslo"}'),
+    ]
+
+
+async def test_fake_really_splits_the_arguments(fake) -> None:
+    """The wire format behind the test above: pieces after the first carry no id or name."""
+    fake.enqueue(ToolCalls([ToolCall("get_weather", '{"city": "Paris"}')], split_arguments=True))
+    body = {"model": MODEL, "messages": [ASK], "stream": True}
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
+        raw = await http.post(fake.base_url + "/chat/completions", json=body)
+    decoder = SSEDecoder()
+    events = [json.loads(d) for d in decoder.feed(raw.content) if d != "[DONE]"]
+    parts = [part for e in events for part in e["choices"][0]["delta"].get("tool_calls") or []]
+    assert len(parts) == 3
+    assert parts[0]["id"] == fake.tool_call_ids[0]
+    assert parts[0]["function"]["name"] == "get_weather"
+    assert all(
+        set(p) == {"index", "function"} and set(p["function"]) == {"arguments"} for p in parts[1:]
+    )
+    pieces = [p["function"]["arguments"] for p in parts]
+    assert all(pieces) and "".join(pieces) == '{"city": "Paris"}'
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert events[-1]["usage"]["completion_tokens"] > 0
+
+
+async def test_calls_without_ids_get_distinct_mistral_style_ids(fake, make_client) -> None:
+    long_id = "call_9f8e7d6c5b4a39281706"  # a foreign server's id is passed on untouched
+    fake.enqueue(
+        ToolCalls(
+            [
+                ToolCall("get_weather", "{}", id=""),
+                ToolCall("get_time", "{}", id=""),
+                ToolCall("get_time", '{"city": "Rome"}', id=long_id),
+            ]
+        )
+    )
+    calls = calls_of(await collect(make_client(), WITH_TOOLS))
+    assert fake.tool_call_ids == [long_id]
+    assert all(MISTRAL_ID.match(c.id) for c in calls[:2])
+    assert calls[0].id != calls[1].id
+    assert calls[2].id == long_id
+
+
+@pytest.mark.parametrize("finish_reason", ["tool_calls", "stop"])
+async def test_text_before_the_calls(fake, make_client, finish_reason) -> None:
+    fake.enqueue(
+        ToolCalls(
+            [ToolCall("get_weather", '{"city": "Paris"}')],
+            text="Let me look that up.",
+            finish_reason=finish_reason,
+        )
+    )
+    events = await collect(make_client(), WITH_TOOLS)
+    assert answer_of(events) == "Let me look that up."
+    assert len([e for e in events if isinstance(e, AnswerChunk)]) > 1
+    assert [c.name for c in calls_of(events)] == ["get_weather"]  # also checks the order
+    assert isinstance(events[-1], Finished) and events[-1].finish_reason == finish_reason
+
+
+async def test_calls_in_a_non_streamed_json_completion(make_client) -> None:
+    async with FakeMistral(ignore_stream=True) as proxy:
+        proxy.enqueue(
+            ToolCalls(
+                [ToolCall("get_weather", {"city": "Paris"}), ToolCall("get_time", "{}", id="")],
+                text="Checking.",
+                usage={"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17},
+            )
+        )
+        events = await collect(make_client(base_url=proxy.base_url), WITH_TOOLS)
+    assert answer_of(events) == "Checking."
+    weather, time_call = calls_of(events)
+    assert weather == ModelToolCall(proxy.tool_call_ids[0], "get_weather", '{"city":"Paris"}')
+    assert time_call.name == "get_time" and time_call.arguments == "{}"
+    assert MISTRAL_ID.match(time_call.id) and time_call.id != weather.id
+    assert events[-1] == Finished(Usage(9, 8), "tool_calls")
+
+
+async def test_a_call_stream_broken_before_its_finish_is_retried(fake, make_client) -> None:
+    fake.enqueue(
+        ToolCalls([ToolCall("get_weather", '{"city": "Lost"}')], disconnect_before_finish=True),
+        ToolCalls([ToolCall("get_time", '{"city": "Kept"}')]),
+    )
+    events = await collect(make_client(), WITH_TOOLS)
+    assert len(fake.requests) == 2
+    # Nothing of the broken attempt leaks out: one ToolCalls, from the second attempt.
+    assert calls_of(events) == (
+        ModelToolCall(fake.tool_call_ids[1], "get_time", '{"city": "Kept"}'),
+    )
+
+
+async def test_text_then_a_break_before_the_calls_finish_is_a_stream_cut(fake, make_client) -> None:
+    fake.enqueue(
+        ToolCalls(
+            [ToolCall("get_weather", "{}")], text="Let me check", disconnect_before_finish=True
+        ),
+        Reply("must not be requested"),
+    )
+    seen: list[ModelEvent] = []
+    with pytest.raises(StreamCut):
+        async for event in make_client().stream(WITH_TOOLS):
+            seen.append(event)
+    assert answer_of(seen) == "Let me check"
+    assert not any(isinstance(e, ModelToolCalls | Finished) for e in seen)
+    assert len(fake.requests) == 1
+
+
+async def test_returned_calls_make_an_accepted_follow_up(fake, make_client) -> None:
+    client = make_client()
+    fake.enqueue(
+        ToolCalls([ToolCall("get_weather", {"city": "Paris"}), ToolCall("get_time", "{}", id="")]),
+        Reply("Sunny, and it is noon."),
+    )
+    calls = calls_of(await collect(client, WITH_TOOLS))
+    messages = follow_up(calls)
+    events = await collect(client, ModelRequest(messages, tools=TOOLS))
+    assert answer_of(events) == "Sunny, and it is noon."
+    later = [
+        *messages,
+        {"role": "assistant", "content": "Sunny."},
+        {"role": "user", "content": "ok"},
+    ]
+    assert answer_of(await collect(client, ModelRequest(later, tools=TOOLS))) == "echo: ok"
+    assert fake.requests[1]["messages"][1]["tool_calls"][1]["id"] == calls[1].id
+
+
+CALLS = call_message(("aaaaaaaa1", "get_weather"), ("bbbbbbbb2", "get_time"))
+WEATHER = result("aaaaaaaa1", "get_weather")
+TIME = result("bbbbbbbb2", "get_time")
+ORDER = ("invalid_request_message_order", "3230")
+INVALID = ("invalid_request_error", None)
+
+
+@pytest.mark.parametrize(
+    ("messages", "kind", "message"),
+    [
+        pytest.param(
+            [ASK, CALLS, WEATHER, result("zzzzzzzz9", "get_time")],
+            INVALID,
+            "does not answer a call",
+            id="mismatched-ids",
+        ),
+        pytest.param([ASK, CALLS, WEATHER], ORDER, "Not the same number", id="missing-tool-end"),
+        pytest.param(
+            [ASK, CALLS, WEATHER, {"role": "user", "content": "and?"}],
+            ORDER,
+            "Not the same number",
+            id="missing-tool-then-user",
+        ),
+        pytest.param(
+            [ASK, CALLS, {"role": "user", "content": "hm"}, WEATHER, TIME],
+            ORDER,
+            "Not the same number",
+            id="user-in-between",
+        ),
+        pytest.param(
+            [ASK, CALLS, WEATHER, TIME, {"role": "user", "content": "and?"}],
+            ORDER,
+            "Unexpected role 'user' after role 'tool'",
+            id="user-after-tool",
+        ),
+        pytest.param(
+            [ASK, {"role": "assistant", "content": ""}, {"role": "user", "content": "?"}],
+            INVALID,
+            "Assistant message must have either content or tool_calls",
+            id="empty-assistant",
+        ),
+        pytest.param(
+            [ASK, {"role": "assistant", "content": None, "tool_calls": []}, ASK],
+            INVALID,
+            "Assistant message must have either content or tool_calls",
+            id="assistant-with-no-calls",
+        ),
+        pytest.param([ASK, WEATHER], ORDER, "Unexpected role 'tool' after role 'user'", id="stray"),
+        pytest.param(
+            [ASK, CALLS, WEATHER, WEATHER, TIME], INVALID, "does not answer", id="answered-twice"
+        ),
+        pytest.param(
+            [ASK, CALLS, WEATHER, result("bbbbbbbb2", "get_weather")],
+            INVALID,
+            "does not match the call's function",
+            id="wrong-name",
+        ),
+        pytest.param(
+            [ASK, CALLS, WEATHER, result("bbbbbbbb2", "get_time", {"hour": 12})],
+            INVALID,
+            "tool content must be a string",
+            id="non-string-content",
+        ),
+    ],
+)
+async def test_fake_rejects_bad_tool_message_order(
+    fake, make_client, messages, kind, message
+) -> None:
+    fake.enqueue(Reply("kept for the good request"))
+    with pytest.raises(ModelBadRequest, match=re.escape(message)) as caught:
+        await collect(make_client(), ModelRequest(messages, tools=TOOLS))
+    assert caught.value.status == 400
+    assert len(fake.requests) == 1  # a 400 is not retried
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
+        raw = await http.post(
+            fake.base_url + "/chat/completions", json={"model": MODEL, "messages": messages}
+        )
+    assert raw.status_code == 400
+    assert (raw.json()["type"], raw.json()["code"]) == kind
+    assert raw.json()["object"] == "error" and message in raw.json()["message"]
+    # The rejected requests did not use up the scripted reply.
+    good = [ASK, CALLS, TIME, WEATHER, {"role": "assistant", "content": "Sunny at noon."}, ASK]
+    assert (
+        answer_of(await collect(make_client(), ModelRequest(good))) == "kept for the good request"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "accepted"),
+    [
+        ({"tools": list(TOOLS), "tool_choice": "any"}, True),
+        ({"tools": list(TOOLS), "tool_choice": "required"}, True),
+        (
+            {
+                "tools": list(TOOLS),
+                "tool_choice": {"type": "function", "function": {"name": "get_time"}},
+            },
+            True,
+        ),
+        ({"tools": list(TOOLS), "tool_choice": "sometimes"}, False),
+        ({"tools": list(TOOLS), "tool_choice": {"type": "function", "function": {}}}, False),
+        ({"tools": [{"type": "function", "function": {"name": "get weather"}}]}, False),
+        ({"tools": [{"type": "function", "function": {"name": "x" * 65}}]}, False),
+        ({"tools": [{"type": "web_search"}]}, False),
+        ({"tools": [{"type": "function"}]}, False),
+        ({"tools": [TOOLS[0], TOOLS[0]]}, False),
+    ],
+)
+async def test_fake_validates_tools_and_tool_choice(fake, extra, accepted) -> None:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}) as http:
+        raw = await http.post(
+            fake.base_url + "/chat/completions", json={"model": MODEL, "messages": [ASK], **extra}
+        )
+    assert raw.status_code == (200 if accepted else 400), raw.text
+    if not accepted:
+        assert raw.json()["type"] == "invalid_request_error"
+
+
+async def test_client_maps_a_bad_tool_definition_to_bad_request(fake, make_client) -> None:
+    bad = ({"type": "function", "function": {"name": "get weather", "parameters": {}}},)
+    with pytest.raises(ModelBadRequest, match="must match"):
+        await collect(make_client(), ModelRequest([ASK], tools=bad))
+    assert len(fake.requests) == 1
+
+
+async def test_calls_sharing_an_index_or_without_one_stay_apart() -> None:
+    """Foreign servers: every call at index 0, or no index, told apart by id; a continuation
+    chunk with a placeholder id; the calls' chunks arriving out of index order."""
+
+    def call(**fields: Any) -> dict[str, Any]:
+        return {"content": "", "tool_calls": [fields]}
+
+    payload = "".join(
+        f"data: {chunk}\n\n"
+        for chunk in (
+            sse_chunk(call(index=1, id="second123", function={"name": "b", "arguments": '{"n"'})),
+            sse_chunk(call(index=0, id="first1234", function={"name": "a", "arguments": "{}"})),
+            sse_chunk(call(index=1, id="null", function={"arguments": ": 2}"})),
+            sse_chunk(call(index=1, id="third1234", function={"name": "c", "arguments": "{}"})),
+            sse_chunk(call(id="fourth123", function={"name": "d", "arguments": {"k": None}})),
+            sse_chunk(
+                {"content": None}, "tool_calls", {"prompt_tokens": 1, "completion_tokens": 1}
+            ),
+            "[DONE]",
+        )
+    ).encode()
+    client = raw_stream_client(payload)
+    events = await collect(client)
+    await client.aclose()
+    assert calls_of(events) == (
+        ModelToolCall("first1234", "a", "{}"),
+        ModelToolCall("second123", "b", '{"n": 2}'),
+        ModelToolCall("third1234", "c", "{}"),
+        ModelToolCall("fourth123", "d", '{"k":null}'),
+    )
+
+
+def test_tool_call_helpers_drop_nameless_calls_and_fill_in_ids() -> None:
+    pending: list[PendingToolCall] = []
+    add_tool_call_deltas(pending, [{"index": 0, "function": {"name": "a"}}])
+    add_tool_call_deltas(pending, [{"index": 1, "id": "x", "function": {"arguments": "{}"}}])
+    add_tool_call_deltas(pending, "not a list")
+    ids = iter(["generated"])
+    done = complete_tool_calls(pending, new_id=lambda: next(ids))
+    assert done == ModelToolCalls((ModelToolCall("generated", "a", "{}"),))
+    assert complete_tool_calls([]) is None
 
 
 @pytest.mark.parametrize(("reasoning", "effort"), [(True, "high"), (False, "none")])
@@ -446,6 +875,7 @@ async def test_nested_thinking_and_unknown_parts() -> None:
     assert thinking_of(events) == "ab"
     assert answer_of(events) == "cd"
     assert events[-1] == Finished(Usage(), "stop")
+    assert not any(isinstance(e, ModelToolCalls) for e in events)  # a call without a name
 
 
 async def test_error_event_mid_stream_is_a_stream_cut() -> None:

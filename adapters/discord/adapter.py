@@ -11,7 +11,9 @@ import discord
 import yarl
 
 from adapters.discord.client import TeambotClient
+from adapters.discord.convert import PLATFORM
 from adapters.discord.delivery import scheduler
+from adapters.discord.links import DiscordLinks
 from adapters.discord.settings import DiscordSettings
 from bot.engine import Engine
 
@@ -63,6 +65,7 @@ def use_endpoints(settings: DiscordSettings) -> None:
 class DiscordAdapter:
     def __init__(self, engine: Engine, settings: DiscordSettings) -> None:
         self.engine = engine
+        engine.register_links(PLATFORM, DiscordLinks())
         self.settings = settings
         self.pacer = scheduler()  # every reply's requests, paced together
         self.client: TeambotClient | None = None

@@ -11,7 +11,14 @@ import discord
 from discord import app_commands
 
 from adapters.discord.commands import install
-from adapters.discord.convert import PLATFORM, addressed_to_bot, clean_text, key_for, to_message
+from adapters.discord.convert import (
+    PLATFORM,
+    addressed_to_bot,
+    clean_text,
+    key_for,
+    spaces_for,
+    to_message,
+)
 from adapters.discord.delivery import NO_MENTIONS, ChannelSurface
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.sync import sync_if_changed
@@ -80,7 +87,8 @@ class TeambotClient(discord.Client):
             if self._blanked(message):
                 log.info("ignoring a reply without ping: Discord hid its text (no content intent)")
                 return
-            msg, prepared = await to_message(message, self.user.id)
+            spaces = await spaces_for(self, message.author, message.guild)
+            msg, prepared = await to_message(message, self.user.id, spaces=spaces)
             surface = ChannelSurface(message.channel, message.channel.id, message)
             await deliver(self.pacer, surface, self.engine.reply(msg), prepared.notes)
         elif message.guild is not None and self.reads_content:

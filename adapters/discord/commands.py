@@ -15,7 +15,13 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from adapters.discord.convert import author_of, describe, interaction_key
+from adapters.discord.convert import (
+    author_of,
+    describe,
+    interaction_key,
+    place_for,
+    spaces_for,
+)
 from adapters.discord.delivery import FollowupSurface
 from bot.attachments import prepare
 from bot.commands import REGISTRY, Command, Kind, Option
@@ -122,6 +128,8 @@ async def ask_command(
         attachments=prepared.meta,
         reasoning=reasoning,
         is_group=interaction.guild_id is not None,
+        place=place_for(interaction.channel),
+        spaces=await spaces_for(interaction.client, interaction.user, interaction.guild),
     )
     await deliver(pacer, FollowupSurface(interaction), engine.reply(message), prepared.notes)
 

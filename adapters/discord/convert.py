@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import discord
 
+from adapters.discord.members import spaces_of
 from bot.attachments import Attachment, Prepared, prepare
-from bot.types import Author, ConversationKey, Message
+from bot.types import DM, PRIVATE, PUBLIC, Author, ConversationKey, Message, Place
 
 PLATFORM = "discord"
 _MENTION = re.compile(r"<@!?(\d+)>")
@@ -22,6 +23,36 @@ def key_for(channel: object, guild_id: int | None) -> ConversationKey:
     if isinstance(channel, discord.Thread):
         return ConversationKey(PLATFORM, str(guild_id), str(channel.parent_id), str(channel.id))
     return ConversationKey(PLATFORM, str(guild_id), str(getattr(channel, "id", "")))
+
+
+def place_for(channel: object) -> Place | None:
+    """Who can read `channel`: a DM's members, a private thread's, a channel's viewers.
+
+    A guild channel is public when @everyone may view it; anything we cannot tell is
+    left to the engine, which then treats it as private to itself.
+    """
+    if isinstance(channel, discord.DMChannel | discord.GroupChannel):
+        return Place(str(channel.id), "", DM)
+    if isinstance(channel, discord.Thread):
+        if channel.type is discord.ChannelType.private_thread:
+            return Place(str(channel.id), channel.name, PRIVATE)
+        parent = channel.parent
+        return place_for(parent) if parent is not None else None
+    if isinstance(channel, discord.abc.GuildChannel):
+        everyone = channel.guild.default_role
+        public = channel.permissions_for(everyone).view_channel
+        return Place(str(channel.id), channel.name, PUBLIC if public else PRIVATE)
+    return None
+
+
+async def spaces_for(
+    client: discord.Client, user: discord.abc.User, guild: discord.Guild | None
+) -> tuple[str, ...]:
+    """The servers whose public channels `user` can read: this one, or from a DM every
+    server of the bot's they are a member of."""
+    if guild is not None:
+        return (str(guild.id),)
+    return await spaces_of(client, user)
 
 
 def interaction_key(interaction: discord.Interaction) -> ConversationKey:
@@ -100,7 +131,11 @@ def describe(attachments: Sequence[discord.Attachment]) -> list[Attachment]:
 
 
 async def to_message(
-    message: discord.Message, bot_id: int, *, fetch_files: bool = True
+    message: discord.Message,
+    bot_id: int,
+    *,
+    fetch_files: bool = True,
+    spaces: tuple[str, ...] = (),
 ) -> tuple[Message, Prepared]:
     """Build the engine's Message; attachments are downloaded only when `fetch_files`."""
     prepared = await prepare(describe(files_for(message, bot_id))) if fetch_files else Prepared()
@@ -114,6 +149,8 @@ async def to_message(
             images=prepared.images,
             attachments=prepared.meta,
             is_group=message.guild is not None,
+            place=place_for(message.channel),
+            spaces=spaces,
         ),
         prepared,
     )

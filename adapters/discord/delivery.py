@@ -79,7 +79,7 @@ class _Messages:
         with _refusals():
             await handle.delete()
 
-    async def indicate(self) -> bool:
+    async def indicate(self, activity: str) -> bool:
         return False
 
     async def settle(self, shown: bool) -> None:
@@ -106,11 +106,13 @@ class ChannelSurface(_Messages):
         if self._anchor is not None:
             extra["reference"] = self._anchor.to_reference(fail_if_not_exists=False)
         with _refusals():
-            message = await self.channel.send(text, allowed_mentions=NO_MENTIONS, **extra)
+            message = await self.channel.send(
+                text, allowed_mentions=NO_MENTIONS, suppress_embeds=True, **extra
+            )
         self._anchor = message
         return message
 
-    async def indicate(self) -> bool:
+    async def indicate(self, activity: str) -> bool:
         try:
             await self.channel.typing()
         except discord.HTTPException as exc:
@@ -134,5 +136,10 @@ class FollowupSurface(_Messages):
         extra: dict[str, Any] = {"files": _files(files)} if files else {}
         with _refusals():
             return await self.interaction.followup.send(
-                text, wait=True, allowed_mentions=NO_MENTIONS, ephemeral=self.ephemeral, **extra
+                text,
+                wait=True,
+                allowed_mentions=NO_MENTIONS,
+                ephemeral=self.ephemeral,
+                suppress_embeds=True,  # cited links stay links, not previews
+                **extra,
             )

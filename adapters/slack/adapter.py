@@ -21,7 +21,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import SlackApi
 from adapters.slack.events import Events
+from adapters.slack.links import SlackLinks
 from adapters.slack.people import Names
+from adapters.slack.places import Channels
 from adapters.slack.runtime import Runtime
 from adapters.slack.settings import SlackSettings
 from adapters.slack.slash import COMMANDS, Slash
@@ -51,7 +53,9 @@ class SlackAdapter:
         # throttles.
         client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=5))
         self.client = client
-        self.rt = Runtime(engine, client, SlackApi(client), Names(client), settings.bot_token)
+        self.rt = Runtime(
+            engine, client, SlackApi(client), Names(client), Channels(client), settings.bot_token
+        )
         self.app = self._build_app()
         self._events = Events(self.rt)
         self._slash = Slash(self.rt)
@@ -113,6 +117,8 @@ class SlackAdapter:
             auth = await self.client.auth_test()
             self.rt.bot_user_id = str(auth.get("user_id") or "")
             self.rt.bot_id = str(auth.get("bot_id") or "")
+            links = SlackLinks(str(auth.get("team_id") or ""), str(auth.get("url") or ""))
+            self.rt.engine.register_links("slack", links)
             if self.settings.socket_mode:
                 await self._start_socket()
             else:

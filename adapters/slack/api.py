@@ -28,7 +28,9 @@ class SlackApi:
         args: dict[str, Any] = markdown_message(markdown)
         if thread_ts:
             args["thread_ts"] = thread_ts
-        response = await self.client.chat_postMessage(channel=channel, unfurl_links=False, **args)
+        response = await self.client.chat_postMessage(
+            channel=channel, unfurl_links=False, unfurl_media=False, **args
+        )
         return str(response["ts"])
 
     async def update(self, channel: str, ts: str, markdown: str) -> None:

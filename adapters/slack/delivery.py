@@ -26,9 +26,11 @@ from bot.delivery.plan import Kind
 log = logging.getLogger("teambot.slack")
 
 # chat.update refuses ~4000 characters; leave room for the neutraliser.
-STYLE = Style(limit=3800, emphasis="_", thinking=Thinking.QUOTE)
+# Tool activity goes to the thread status, which Slack shows as "teambot is searching…".
+STYLE = Style(limit=3800, emphasis="_", thinking=Thinking.QUOTE, activity_in_text=False)
 EDIT_INTERVAL = 1.0  # seconds between edits of one message
 STATUS = "is thinking…"
+STATUS_MAX = 100  # characters; a status is one short line under the thread
 STATUS_RENEW = 90.0  # seconds; Slack clears a status after two minutes without a message
 
 # Slack's limits per workspace (per channel for posts). A token bucket of capacity C
@@ -108,10 +110,10 @@ class SlackSurface:
         with contextlib.suppress(SlackApiError):
             await self.api.delete(self.place.channel, handle)
 
-    async def indicate(self) -> bool:
+    async def indicate(self, activity: str) -> bool:
         """The thread's status; where Slack has none, :eyes: on the question instead."""
         place = self.place
-        if await self.api.set_status(place.channel, place.thread_ts, STATUS):
+        if await self.api.set_status(place.channel, place.thread_ts, status(activity)):
             self.status_shown = True
             return True
         await self.api.react(place.channel, place.user_ts, "eyes", add=True)
@@ -124,6 +126,14 @@ class SlackSurface:
             await self.api.react(place.channel, place.user_ts, "eyes", add=False)
         elif self.status_shown and not shown:  # nothing posted cleared the status
             await self.api.set_status(place.channel, place.thread_ts, "")
+
+
+def status(activity: str) -> str:
+    """A thread status from an activity line ("Searching…" → "is searching…")."""
+    if not activity:
+        return STATUS
+    text = f"is {activity[:1].lower()}{activity[1:]}"
+    return text if len(text) <= STATUS_MAX else text[: STATUS_MAX - 1] + "…"
 
 
 def _failure(exc: SlackApiError) -> Exception:

@@ -128,12 +128,19 @@ class Events:
         names = ", ".join(str(f.get("name", "file")) for f in incoming.files)
         if names:
             text = f"{text}\n[attached: {names}]".strip()
-        message = Message(key, incoming.ts, author, text, attachments=file_meta(incoming.files))
+        place = await self.rt.channels.place(incoming.channel, incoming.channel_type)
+        message = Message(
+            key, incoming.ts, author, text, attachments=file_meta(incoming.files), place=place
+        )
         await self.rt.engine.record(message)
 
     async def _answer(self, incoming: Incoming, key: ConversationKey, thread_ts: str) -> None:
         place = self.rt.place_for(incoming, thread_ts)
-        author, text = await asyncio.gather(self.rt.author(incoming.user), self._text(incoming))
+        author, text, where = await asyncio.gather(
+            self.rt.author(incoming.user),
+            self._text(incoming),
+            self.rt.channels.place(incoming.channel, incoming.channel_type),
+        )
         files = await self.rt.complete_files(incoming.files)
         prepared = await prepare(attachments(files, self.rt.download))
         if prepared.notes:
@@ -146,6 +153,7 @@ class Events:
             images=prepared.images,
             attachments=prepared.meta,
             is_group=not incoming.is_dm,
+            place=where,
         )
         await self.rt.answer(message, place)
 

@@ -27,6 +27,7 @@ class Incoming:
     mentioned: bool
     from_bot: bool
     bot_name: str = ""
+    channel_type: str = ""  # "channel", "group", "im" or "mpim"; "" when the event omits it
 
     def key(self, thread: str = "") -> ConversationKey:
         return ConversationKey("slack", self.team, self.channel, thread)
@@ -71,6 +72,7 @@ def parse(body: dict[str, Any], bot_user_id: str, bot_id: str) -> Incoming | Non
         mentioned=f"<@{bot_user_id}>" in text,
         from_bot=bool(other_bot) or event.get("subtype") == "bot_message",
         bot_name=str(event.get("username") or (event.get("bot_profile") or {}).get("name") or ""),
+        channel_type=str(event.get("channel_type") or ""),
     )
 
 

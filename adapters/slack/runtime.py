@@ -16,6 +16,7 @@ from adapters.slack.api import SlackApi, error_code
 from adapters.slack.delivery import Place, SlackSurface, scheduler
 from adapters.slack.inbound import Incoming
 from adapters.slack.people import Names
+from adapters.slack.places import Channels
 from bot.delivery import Reply, Scheduler, deliver, say
 from bot.engine import Engine
 from bot.types import Author, ConversationKey, Message
@@ -64,6 +65,7 @@ class Runtime:
     client: AsyncWebClient
     api: SlackApi
     names: Names
+    channels: Channels
     bot_token: str
     bot_user_id: str = ""
     bot_id: str = ""

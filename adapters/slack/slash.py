@@ -76,5 +76,6 @@ class Slash:
             key = ConversationKey("slack", channel_key.space, channel_key.channel, ts)
             await self.rt.engage(channel_key, key, seed=True)
         place = Place(channel_key.channel, ts, ts, author.id, channel_key.space, native=is_dm)
-        message = Message(key, ts, author, question, is_group=not is_dm)
+        where = await self.rt.channels.place(channel_key.channel, "im" if is_dm else "")
+        message = Message(key, ts, author, question, is_group=not is_dm, place=where)
         await self.rt.answer(message, place)

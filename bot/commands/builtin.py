@@ -32,6 +32,7 @@ REGISTRY = Registry(
         "reply to me, or DM me.",
     },
     outro="Start a message with `think:` to have me reason carefully about that one message.\n"
+    "I can search what this team wrote (where you can read it) and cite it with links.\n"
     "I see images and text files you attach. Replies never ping anyone.",
 )
 
@@ -77,6 +78,32 @@ async def _system(call: Call) -> CommandResult:
         return CommandResult("Instructions cleared for this conversation.")
     await call.services.set_setting(call.key, "system", call.args)
     return CommandResult("Instructions set for this conversation.")
+
+
+TOOL_MODES = ("on", "off")
+
+
+async def _tools(call: Call) -> CommandResult:
+    choice = call.args.lower()
+    names = call.services.tool_names()
+    if choice not in ("", *TOOL_MODES):
+        return CommandResult("Use `tools on` or `tools off`.", True)
+    if choice:
+        await call.services.set_setting(call.key, "tools", choice)
+    current = (await call.services.conversation_settings(call.key)).tools or "on"
+    if not names:
+        return CommandResult("This bot has no tools (TEAMBOT_TOOLS=none).")
+    listed = ", ".join(f"`{name}`" for name in names)
+    if current == "off":
+        return CommandResult("Tools are **off** here; I answer from this conversation only.")
+    return CommandResult(
+        f"Tools are **on** here: {listed}. I can search what this team wrote where you can "
+        "read it, and cite it with links."
+    )
+
+
+def _tools_is_private(call: Call) -> bool:
+    return not call.args or not Command.allowed(TOOLS, call)
 
 
 def _line(label: str, totals: UsageTotals) -> str:
@@ -153,6 +180,18 @@ SYSTEM = REGISTRY.add(
         options=(Option("text", "New instructions, or 'clear'; leave empty to show them"),),
         who=Who.ADMINS_TO_CHANGE,
         private=_system_is_private,
+    )
+)
+TOOLS = REGISTRY.add(
+    Command(
+        name="tools",
+        summary="Show or switch my tools here: history search, links, time (admins change)",
+        help="whether I may search this team's history and use other tools here",
+        usage="on|off",
+        handler=_tools,
+        options=(Option("mode", "on or off; leave empty to see my tools", choices=TOOL_MODES),),
+        who=Who.ADMINS_TO_CHANGE,
+        private=_tools_is_private,
     )
 )
 REGISTRY.add(

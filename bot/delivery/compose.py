@@ -28,9 +28,16 @@ class Style:
     note_prefix: str = ""  # prefix of each attachment note shown above the answer
     thinking: Thinking = Thinking.QUOTE
     thinking_file: str = "thinking.md"
+    # Whether the tools' activity line shows in the reply's text; where it does not, the
+    # surface's working indicator carries it (Slack's thread status).
+    activity_in_text: bool = True
 
     def emphasised(self, text: str) -> str:
         return f"{self.emphasis}{text}{self.emphasis}"
+
+    def small(self, text: str) -> str:
+        """A footer line: the note prefix where the platform has small text, else emphasis."""
+        return f"{self.note_prefix}{text}" if self.note_prefix else self.emphasised(text)
 
 
 EMPTY_ANSWER = "(The model returned an empty answer.)"
@@ -54,6 +61,7 @@ class View:
     thinking: str = ""
     show_thinking: bool = False
     final: bool = False
+    tools: tuple[str, ...] = ()
 
     def finish(self, outcome: ReplyDone | ReplyFailed) -> None:
         """Take the engine's last word: the stored answer, or a failure notice."""
@@ -66,6 +74,7 @@ class View:
         self.notice = outcome.notice if outcome.cut_off else ""
         self.thinking = outcome.thinking
         self.show_thinking = outcome.show_thinking
+        self.tools = outcome.tools
 
     def text(self, style: Style) -> str:
         head = "".join(f"{style.note_prefix}{note}\n" for note in self.notes)
@@ -75,11 +84,12 @@ class View:
             body = f"{body}\n\n{notice}" if body else notice
         elif self.final and not body:
             body = style.emphasised(EMPTY_ANSWER)
-        if self.activity and not self.final:
+        if self.activity and not self.final and style.activity_in_text:
             activity = style.emphasised(self.activity)
             body = f"{body}\n\n{activity}" if body.strip() else activity
-        if self.final and self.footer:
-            body = f"{body}\n\n{self.footer}"
+        footer = " · ".join(part for part in (tools_footer(self.tools), self.footer) if part)
+        if self.final and footer:
+            body = f"{body}\n\n{style.small(footer)}"
         return head + body
 
     def thinking_messages(self, style: Style) -> str:
@@ -97,6 +107,17 @@ class View:
         if style.thinking is not Thinking.FILE:
             return ()
         return (File(style.thinking_file, self.thinking.encode("utf-8")),)
+
+
+def tools_footer(tools: tuple[str, ...]) -> str:
+    """ "🔧 search_messages ×2, current_time": the tools an answer used, compactly."""
+    if not tools:
+        return ""
+    counts = dict.fromkeys(tools, 0)
+    for name in tools:
+        counts[name] += 1
+    shown = (name.replace("__", "/") + (f" ×{n}" if n > 1 else "") for name, n in counts.items())
+    return "🔧 " + ", ".join(shown)
 
 
 def quote(markdown: str) -> str:

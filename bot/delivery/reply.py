@@ -17,7 +17,15 @@ from bot.delivery.compose import View
 from bot.delivery.plan import Kind, Priority, Step, next_step
 from bot.delivery.split import messages
 from bot.delivery.surface import Refused, Surface, TooLong
-from bot.types import ReplyDone, ReplyEvent, ReplyFailed, Started, TextDelta, ThinkingDelta
+from bot.types import (
+    ReplyDone,
+    ReplyEvent,
+    ReplyFailed,
+    Started,
+    TextDelta,
+    ThinkingDelta,
+    ToolActivity,
+)
 
 log = logging.getLogger("teambot.delivery")
 
@@ -73,6 +81,13 @@ class Reply:
         elif isinstance(event, ThinkingDelta):
             self.view.thinking += event.text
             return  # thinking shows only with the final answer
+        elif isinstance(event, ToolActivity):
+            self.view.activity = event.text
+            if not self.style.activity_in_text:
+                if event.text and not self.visible:
+                    self.indicated_at = -math.inf  # show it in the indicator now
+                    self._notify()
+                return
         else:
             self.view.finish(event)
         self._changed()
@@ -172,7 +187,7 @@ class Reply:
         surface = self.surface
         if step.kind is Kind.INDICATE:
             self.indicated_at = self._clock()
-            self.indicating = await surface.indicate()
+            self.indicating = await surface.indicate(self.view.activity)
         elif step.kind is Kind.POST:
             self.handles.append(await surface.post(step.text, step.files))
             self.shown.append(step.text)

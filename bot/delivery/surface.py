@@ -80,8 +80,9 @@ class Surface(Protocol):
 
     async def delete(self, handle: Any) -> None: ...
 
-    async def indicate(self) -> bool:
-        """Show that the bot is working; False when it can't (then it is not renewed)."""
+    async def indicate(self, activity: str) -> bool:
+        """Show that the bot is working, and on what (`activity`, "" for nothing in
+        particular); False when it can't (then it is not renewed)."""
         ...
 
     async def settle(self, shown: bool) -> None:

@@ -26,6 +26,8 @@ INSERT_COLUMNS = (
     "tokens",
     "reply_to",
     "created_at",
+    "copied",
+    "rounds",
 )
 
 
@@ -51,6 +53,8 @@ class StoredMessage:
     reply_to: int | None = None
     thinking: str = ""
     attachments: tuple[AttachmentMeta, ...] = ()
+    copied: bool = False  # a copy seeded from another conversation (search skips it)
+    rounds: str = ""  # an answer's tool rounds, as JSON (see bot/tools/rounds.py)
 
     @property
     def position(self) -> int:
@@ -73,6 +77,8 @@ class StoredMessage:
             reply_to=row["reply_to"],
             thinking=row["thinking"] or "",
             attachments=_attachments(row["attachments"]),
+            copied=bool(row.get("copied")),
+            rounds=row.get("rounds") or "",
         )
 
     def copy_to(self, conversation: str) -> NewMessage:
@@ -88,6 +94,8 @@ class StoredMessage:
             thinking=self.thinking,
             attachments=self.attachments,
             created_at=self.created_at,
+            copied=True,
+            rounds=self.rounds,
         )
 
 
@@ -104,6 +112,8 @@ class NewMessage:
     thinking: str = ""
     attachments: tuple[AttachmentMeta, ...] = ()
     created_at: float | None = None
+    copied: bool = False
+    rounds: str = ""
 
     def values(self, created_at: float) -> list[Any]:
         """Column values in `INSERT_COLUMNS` order."""
@@ -119,6 +129,8 @@ class NewMessage:
             self.tokens,
             self.reply_to,
             created_at,
+            int(self.copied),
+            self.rounds or None,
         ]
 
     def stored(self, row_id: int, created_at: float) -> StoredMessage:
@@ -136,6 +148,8 @@ class NewMessage:
             reply_to=self.reply_to,
             thinking=self.thinking,
             attachments=self.attachments,
+            copied=self.copied,
+            rounds=self.rounds,
         )
 
 
@@ -151,6 +165,7 @@ class UsageRecord:
     latency_ms: float
     outcome: str  # "ok", "cut_off", or the error class name
     created_at: float | None = None
+    kind: str = "reply"  # "reply", "tool_round", later "summary", "ocr", ...
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,53 @@ class UsageRow:
     platform: str
     user_id: str
     totals: UsageTotals = field(default_factory=UsageTotals)
+
+
+@dataclass(frozen=True)
+class PlaceInfo:
+    """A place as the store keeps it; `key` is "platform:space:place id"."""
+
+    key: str
+    name: str = ""
+    visibility: str = "private"  # bot.types.PUBLIC, PRIVATE or DM
+
+    @property
+    def platform(self) -> str:
+        return self.key.split(":", 2)[0]
+
+    @property
+    def space(self) -> str:
+        return self.key.split(":", 2)[1]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one asker may read: the place they ask in, plus the public places of `spaces`
+    on the same platform. Everything else (other DMs, other private channels, other
+    guilds or workspaces, deleted messages) is invisible to every read that takes a Scope.
+    """
+
+    platform: str
+    place: str  # place key of the conversation asked in
+    spaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str  # any user text; never parsed as query syntax
+    place: str | None = None  # only this place (a place key)
+    author: str | None = None  # an author id, or part of a display name
+    after: float | None = None  # unix times
+    before: float | None = None
+    limit: int = 10
+
+
+@dataclass(frozen=True)
+class Hit:
+    message: StoredMessage
+    place: PlaceInfo
+    snippet: str  # the matching part of the text, terms marked with **
+    score: float  # higher is better: relevance blended with recency
 
 
 class Store(Protocol):
@@ -240,6 +302,40 @@ class Store(Protocol):
     ) -> UsageTotals: ...
 
     async def usage_rows(self, *, since: float | None = None) -> Sequence[UsageRow]: ...
+
+    # Places, search and reads within a scope (the tools' view of the team's history)
+
+    async def note_place(self, conversation: str, place: PlaceInfo) -> None:
+        """Upsert the place's name and visibility and file `conversation` under it."""
+        ...
+
+    async def places(self, scope: Scope) -> list[PlaceInfo]:
+        """Every place `scope` may read, by name."""
+        ...
+
+    async def search(self, scope: Scope, query: SearchQuery) -> list[Hit]:
+        """Stored people's messages (not the bot's, not seeded copies) matching `query`
+        within `scope`, best first."""
+        ...
+
+    async def locate(self, scope: Scope, prefix: str, platform_id: str) -> StoredMessage | None:
+        """The message with `platform_id` in a conversation whose key starts with `prefix`
+        (e.g. "slack:T1:C1:" or "discord:G1:"), if `scope` may read it."""
+        ...
+
+    async def around(
+        self,
+        scope: Scope,
+        conversation: str,
+        *,
+        message_id: int | None = None,
+        time: float | None = None,
+        before: int = 10,
+        after: int = 10,
+    ) -> list[StoredMessage]:
+        """Messages of `conversation` around a message (by id) or a time, in conversation
+        order; the newest `before` when neither is given; [] when `scope` may not read it."""
+        ...
 
     async def get_meta(self, name: str) -> str | None: ...
 

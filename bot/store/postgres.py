@@ -15,9 +15,35 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from bot.store import INSERT_COLUMNS, NewMessage, StoredMessage, UsageRecord, UsageRow, UsageTotals
+from bot.store import (
+    INSERT_COLUMNS,
+    Hit,
+    NewMessage,
+    PlaceInfo,
+    Scope,
+    SearchQuery,
+    StoredMessage,
+    UsageRecord,
+    UsageRow,
+    UsageTotals,
+)
+from bot.store.sqlite import (
+    CANDIDATES,
+    RECENCY_SECONDS,
+    hits_wanted,
+    readable_spaces,
+    search_terms,
+    trim_snippet,
+)
 
 POSITION = "coalesce(reply_to, id)"
+# Every column but `tsv`, which only search reads (and which is large to send).
+COLUMNS = ", ".join(("id", *INSERT_COLUMNS, "updated_at"))
+M_COLUMNS = ", ".join(f"m.{column}" for column in COLUMNS.split(", "))
+# Only people's own messages are searched (see bot/store/sqlite.py); `tsv` is NULL for
+# the rest, so they cost neither the tsvector nor index entries.
+_SEARCHABLE_ROW = "{0}role = 'user' AND {0}copied = 0 AND {0}platform_id IS NOT NULL"
+SEARCHABLE = _SEARCHABLE_ROW.format("")
 INSERT_MESSAGE = "INSERT INTO messages({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING id".format(
     ", ".join(INSERT_COLUMNS), ", ".join(["%s"] * len(INSERT_COLUMNS))
 )
@@ -51,8 +77,38 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);
         """,
     ),
+    (
+        "m002_places_and_search",
+        f"""
+        ALTER TABLE messages ADD COLUMN copied SMALLINT NOT NULL DEFAULT 0;
+        ALTER TABLE messages ADD COLUMN rounds TEXT;
+        ALTER TABLE usage ADD COLUMN kind TEXT NOT NULL DEFAULT 'reply';
+        CREATE INDEX idx_messages_platform_id ON messages(platform_id);
+        CREATE INDEX idx_messages_time ON messages(conversation, created_at);
+        -- Threads seeded before `copied` existed: a copy has the platform id and time of
+        -- an earlier row in another conversation. Marking them keeps them out of search.
+        UPDATE messages SET copied = 1 WHERE platform_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM messages o WHERE o.platform_id = messages.platform_id
+            AND o.id < messages.id AND o.created_at = messages.created_at
+            AND o.conversation <> messages.conversation);
+        CREATE TABLE places (
+            key TEXT PRIMARY KEY, platform TEXT NOT NULL, space TEXT NOT NULL, name TEXT,
+            visibility TEXT NOT NULL, updated_at DOUBLE PRECISION);
+        ALTER TABLE conversations ADD COLUMN place TEXT;
+        -- Conversations from before places were noted belong to their channel; with no
+        -- `places` row their visibility is unknown, so only that channel itself reads them.
+        UPDATE conversations SET place = array_to_string((string_to_array(key, ':'))[1:3], ':');
+        CREATE INDEX idx_conversations_place ON conversations(place);
+        -- Adding the column computes it for every existing row.
+        ALTER TABLE messages ADD COLUMN tsv tsvector GENERATED ALWAYS AS (
+            CASE WHEN {SEARCHABLE} THEN to_tsvector('english', coalesce(text, '')) END) STORED;
+        CREATE INDEX idx_messages_tsv ON messages USING GIN (tsv) WHERE tsv IS NOT NULL;
+        """,
+    ),
 ]
 EVENT_TTL_SECONDS = 7 * 24 * 3600
+import os
+SEARCH_SETTINGS = [x for x in os.environ.get("XS", "").split(";") if x]
 
 
 class PostgresStore:
@@ -107,7 +163,9 @@ class PostgresStore:
                         "INSERT INTO teambot_migrations VALUES (%s, %s)", [name, time.time()]
                     )
 
-    async def _all(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    async def _all(
+        self, query: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall()
@@ -131,7 +189,7 @@ class PostgresStore:
             if row_id is None:  # recorded earlier as context; it now carries the question
                 cursor = await conn.execute(
                     "UPDATE messages SET text = %s, tokens = %s, updated_at = %s "
-                    "WHERE conversation = %s AND platform_id = %s RETURNING *",
+                    f"WHERE conversation = %s AND platform_id = %s RETURNING {COLUMNS}",
                     [
                         message.text,
                         message.tokens,
@@ -141,7 +199,9 @@ class PostgresStore:
                     ],
                 )
             else:
-                cursor = await conn.execute("SELECT * FROM messages WHERE id = %s", [row_id])
+                cursor = await conn.execute(
+                    f"SELECT {COLUMNS} FROM messages WHERE id = %s", [row_id]
+                )
             row = await cursor.fetchone()
             assert row is not None
             return StoredMessage.from_row(row)
@@ -183,7 +243,7 @@ class PostgresStore:
         self, conversation: str, *, from_id: int = 0, to_id: int | None = None
     ) -> list[StoredMessage]:
         rows = await self._all(
-            f"SELECT * FROM messages WHERE conversation = %s AND {POSITION} >= %s "
+            f"SELECT {COLUMNS} FROM messages WHERE conversation = %s AND {POSITION} >= %s "
             f"AND {POSITION} <= %s ORDER BY {POSITION}, id",
             [conversation, from_id, to_id if to_id is not None else 2**62],
         )
@@ -191,7 +251,7 @@ class PostgresStore:
 
     async def messages_since(self, conversation: str, after_id: int) -> list[StoredMessage]:
         rows = await self._all(
-            "SELECT * FROM messages WHERE conversation = %s AND id > %s ORDER BY id",
+            f"SELECT {COLUMNS} FROM messages WHERE conversation = %s AND id > %s ORDER BY id",
             [conversation, after_id],
         )
         return [StoredMessage.from_row(row) for row in rows]
@@ -206,7 +266,7 @@ class PostgresStore:
             if await taken.fetchone():
                 return 0
             cursor = await conn.execute(
-                f"SELECT * FROM messages WHERE conversation = %s "
+                f"SELECT {COLUMNS} FROM messages WHERE conversation = %s "
                 f"ORDER BY {POSITION} DESC, id DESC LIMIT %s",
                 [source, limit],
             )
@@ -301,8 +361,8 @@ class PostgresStore:
     async def record_usage(self, record: UsageRecord) -> None:
         await self._count(
             "INSERT INTO usage(created_at, platform, conversation, user_id, model, "
-            "prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome, kind) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 record.created_at or time.time(),
                 record.platform,
@@ -314,6 +374,7 @@ class PostgresStore:
                 record.cost_usd,
                 record.latency_ms,
                 record.outcome,
+                record.kind,
             ],
         )
 
@@ -361,5 +422,249 @@ class PostgresStore:
             for r in rows
         ]
 
+    # Places, search and reads within a scope
+
+    async def note_place(self, conversation: str, place: PlaceInfo) -> None:
+        now = time.time()
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO places(key, platform, space, name, visibility, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+                "name = EXCLUDED.name, visibility = EXCLUDED.visibility, "
+                "updated_at = EXCLUDED.updated_at",
+                [
+                    place.key,
+                    _field(place.key, 0),
+                    _field(place.key, 1),
+                    place.name,
+                    place.visibility,
+                    now,
+                ],
+            )
+            await conn.execute(
+                "INSERT INTO conversations(key, created_at, window_start, place) "
+                "VALUES (%s, %s, 0, %s) ON CONFLICT (key) DO UPDATE SET place = EXCLUDED.place",
+                [conversation, now, place.key],
+            )
+
+    @staticmethod
+    def _readable(scope: Scope, column: str) -> tuple[str, dict[str, Any]]:
+        """SQL that is true when the place key in `column` is readable under `scope`.
+
+        Its own place, or a place on record as public in one of the scope's spaces on its
+        platform. A NULL place (never noted) matches neither.
+        """
+        sql = (
+            f"({column} = %(own_place)s OR {column} IN (SELECT key FROM places "
+            f"WHERE visibility = 'public' AND platform = %(platform)s "
+            f"AND space = ANY(%(spaces)s)))"
+        )
+        params = {
+            "own_place": scope.place or None,
+            "platform": scope.platform,
+            "spaces": list(readable_spaces(scope)),
+        }
+        return sql, params
+
+    async def places(self, scope: Scope) -> list[PlaceInfo]:
+        readable, params = self._readable(scope, "key")
+        rows = await self._all(
+            f"SELECT key, name, visibility FROM places WHERE {readable} ORDER BY name, key",
+            params,
+        )
+        return [PlaceInfo(r["key"], r["name"] or "", r["visibility"]) for r in rows]
+
+    async def search(self, scope: Scope, query: SearchQuery) -> list[Hit]:
+        terms = search_terms(query.text)
+        if not terms:
+            return []
+        now = time.time()
+        wanted = hits_wanted(query)
+        # All the terms first; plainto_tsquery reads no syntax, so any text is safe.
+        every = "plainto_tsquery('english', %(all_terms)s)"
+        params: dict[str, Any] = {"all_terms": " ".join(terms)}
+        hits = await self._search_pass(scope, query, every, params, 1.0, wanted, [], now)
+        if len(hits) < wanted and len(terms) > 1:  # fill up with messages having any term
+            any_term = " || ".join(
+                f"plainto_tsquery('english', %(term{n})s)" for n in range(len(terms))
+            )
+            params = {f"term{n}": term for n, term in enumerate(terms)}
+            found = [hit.message.id for hit in hits]
+            hits += await self._search_pass(
+                scope, query, f"({any_term})", params, 0.0, wanted - len(hits), found, now
+            )
+        return hits
+
+    async def _search_pass(
+        self,
+        scope: Scope,
+        query: SearchQuery,
+        tsquery: str,
+        params: dict[str, Any],
+        tier: float,
+        wanted: int,
+        exclude: list[int],
+        now: float,
+    ) -> list[Hit]:
+        """One query: the best `wanted` of the newest CANDIDATES readable matches.
+
+        score = tier + relevance / best relevance among the candidates
+                     / (1 + age / RECENCY_SECONDS)
+        relevance is ts_rank; the decay halves a hit's weight at 30 days, a third at 60.
+        `tier` is 1 for hits with every term and 0 for the any-term fill-up, so all-terms
+        hits always rank first. The same formula as the SQLite backend's.
+        """
+        readable, scope_params = self._readable(scope, "c.place")
+        params = params | scope_params
+        params |= {"tier": tier, "now": now, "wanted": wanted}
+        params |= {"candidates": CANDIDATES, "recency": RECENCY_SECONDS}
+        where = [f"m.tsv @@ {tsquery}", _SEARCHABLE_ROW.format("m."), readable]
+        if query.place is not None:
+            where.append("c.place = %(place)s")
+            params["place"] = query.place
+        if query.author:
+            where.append(
+                "(m.author_id = %(author)s OR strpos(lower(m.author_name), lower(%(author)s)) > 0)"
+            )
+            params["author"] = query.author
+        if query.after is not None:
+            where.append("m.created_at > %(after)s")
+            params["after"] = query.after
+        if query.before is not None:
+            where.append("m.created_at < %(before)s")
+            params["before"] = query.before
+        if exclude:
+            where.append("NOT (m.id = ANY(%(exclude)s))")
+            params["exclude"] = exclude
+        rows = await self._search_rows(
+            f"""
+            WITH candidates AS (
+                SELECT m.id, m.created_at, ts_rank(m.tsv, {tsquery}) AS relevance
+                FROM messages m JOIN conversations c ON c.key = m.conversation
+                WHERE {" AND ".join(where)}
+                ORDER BY m.id DESC LIMIT %(candidates)s
+            ), ranked AS (
+                SELECT id, %(tier)s + relevance / greatest(max(relevance) OVER (), 1e-9)
+                    / (1.0 + greatest(%(now)s - created_at, 0.0) / %(recency)s) AS score
+                FROM candidates ORDER BY score DESC, id DESC LIMIT %(wanted)s
+            )
+            SELECT {M_COLUMNS}, r.score, c.place AS place_key, p.name AS place_name,
+                p.visibility AS place_visibility,
+                ts_headline('english', m.text, {tsquery},
+                    'StartSel=**, StopSel=**, MaxWords=30, MinWords=12, ShortWord=2')
+                    AS snippet
+            FROM ranked r
+            JOIN messages m ON m.id = r.id
+            JOIN conversations c ON c.key = m.conversation
+            LEFT JOIN places p ON p.key = c.place
+            ORDER BY r.score DESC, m.id DESC
+            """,
+            params,
+        )
+        return [_hit(row) for row in rows]
+
+    async def _search_rows(self, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn, conn.transaction():
+            for setting in SEARCH_SETTINGS:
+                await conn.execute(setting)
+            # Never a prepared statement: a generic plan would not see the tsquery's
+            # words, and the planner needs them to choose between the GIN index and
+            # walking the newest messages.
+            cursor = await conn.execute(query, params, prepare=False)
+            return await cursor.fetchall()
+
+    async def locate(self, scope: Scope, prefix: str, platform_id: str) -> StoredMessage | None:
+        readable, params = self._readable(scope, "c.place")
+        rows = await self._all(
+            f"SELECT {M_COLUMNS} FROM messages m JOIN conversations c ON c.key = m.conversation "
+            f"WHERE m.platform_id = %(platform_id)s "
+            f"AND starts_with(m.conversation, %(prefix)s) AND {readable} "
+            f"ORDER BY m.copied, m.id LIMIT 1",
+            params | {"platform_id": platform_id, "prefix": prefix},
+        )
+        return StoredMessage.from_row(rows[0]) if rows else None
+
+    async def _may_read(self, scope: Scope, conversation: str) -> bool:
+        readable, params = self._readable(scope, "place")
+        rows = await self._all(
+            f"SELECT 1 FROM conversations WHERE key = %(conversation)s AND {readable}",
+            params | {"conversation": conversation},
+        )
+        return bool(rows)
+
+    async def around(
+        self,
+        scope: Scope,
+        conversation: str,
+        *,
+        message_id: int | None = None,
+        time: float | None = None,
+        before: int = 10,
+        after: int = 10,
+    ) -> list[StoredMessage]:
+        if not await self._may_read(scope, conversation):
+            return []
+        before, after = _clamp_context(before), _clamp_context(after)
+        if message_id is not None:
+            pivot = await self._all(
+                f"SELECT {POSITION} AS position, id FROM messages "
+                f"WHERE conversation = %s AND id = %s",
+                [conversation, message_id],
+            )
+        elif time is not None:
+            pivot = await self._all(
+                f"SELECT {POSITION} AS position, id FROM messages WHERE conversation = %s "
+                f"AND created_at >= %s ORDER BY created_at, id LIMIT 1",
+                [conversation, time],
+            )
+            if not pivot:  # after the last message: the newest ones
+                return await self._recent(conversation, before)
+        else:
+            return await self._recent(conversation, before)
+        if not pivot:
+            return []
+        at_position = [conversation, pivot[0]["position"], pivot[0]["id"]]
+        earlier = await self._all(
+            f"SELECT {COLUMNS} FROM messages WHERE conversation = %s "
+            f"AND ({POSITION}, id) < (%s, %s) ORDER BY {POSITION} DESC, id DESC LIMIT %s",
+            [*at_position, before],
+        )
+        later = await self._all(
+            f"SELECT {COLUMNS} FROM messages WHERE conversation = %s "
+            f"AND ({POSITION}, id) >= (%s, %s) ORDER BY {POSITION}, id LIMIT %s",
+            [*at_position, after + 1],
+        )
+        return [StoredMessage.from_row(row) for row in [*reversed(earlier), *later]]
+
+    async def _recent(self, conversation: str, limit: int) -> list[StoredMessage]:
+        rows = await self._all(
+            f"SELECT {COLUMNS} FROM messages WHERE conversation = %s "
+            f"ORDER BY {POSITION} DESC, id DESC LIMIT %s",
+            [conversation, limit],
+        )
+        return [StoredMessage.from_row(row) for row in reversed(rows)]
+
     async def aclose(self) -> None:
         await self.pool.close()
+
+
+MAX_CONTEXT = 200
+
+
+def _clamp_context(count: int) -> int:
+    """How many messages `around` reads on one side: 0 to MAX_CONTEXT."""
+    return max(0, min(MAX_CONTEXT, count))
+
+
+def _field(key: str, n: int) -> str:
+    parts = key.split(":")
+    return parts[n] if len(parts) > n else ""
+
+
+def _hit(row: dict[str, Any]) -> Hit:
+    """A search row: the message's columns plus score, snippet and its place's."""
+    place = PlaceInfo(
+        row["place_key"], row["place_name"] or "", row["place_visibility"] or "private"
+    )
+    snippet = trim_snippet(row["snippet"], row["text"])
+    return Hit(StoredMessage.from_row(row), place, snippet, float(row["score"]))

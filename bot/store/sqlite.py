@@ -7,16 +7,29 @@ writer thread also serialises writes, which is what SQLite wants anyway.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from bot.store import INSERT_COLUMNS, NewMessage, StoredMessage, UsageRecord, UsageRow, UsageTotals
+from bot.store import (
+    INSERT_COLUMNS,
+    Hit,
+    NewMessage,
+    PlaceInfo,
+    Scope,
+    SearchQuery,
+    StoredMessage,
+    UsageRecord,
+    UsageRow,
+    UsageTotals,
+)
 from bot.store.worker import SerialWorker
 
 T = TypeVar("T")
@@ -28,6 +41,106 @@ INSERT_MESSAGE = "INSERT OR IGNORE INTO messages({}) VALUES ({})".format(
 )
 
 migrations = Migrations("teambot")
+
+# Search. The PostgreSQL backend reads queries with the same helpers, so a query finds
+# the same words on both.
+MAX_TERMS = 16  # a pasted page is not a query: its first distinct words are
+MAX_TERM_CHARS = 64  # longer "words" are pasted ids or base64, not what people look for
+MAX_HITS = 50
+# Each query ranks only the newest CANDIDATES readable matches, so a common word costs
+# the same as a rare one; with recency in the score, older matches rarely make the cut.
+CANDIDATES = 200
+# Under a filter holding fewer messages than this, search collects its ids first (see
+# `SQLiteStore._narrow`); above it, matches are frequent enough to be found walking.
+NARROW = 30_000
+# Above this many messages after an `after` time, bounding the walk costs more than it saves.
+RECENT = 100_000
+MMAP_BYTES = 1 << 30
+RECENCY_SECONDS = 30 * 86400.0  # a hit this old counts half as much as one from today
+SNIPPET_CHARS = 200
+_WORD = re.compile(r"\w+")
+# PostgreSQL's 'english' stop words: dropped from queries on both backends, so a question
+# phrased in words ("what did we decide about the release") searches for what it is about.
+STOPWORDS = frozenset(
+    """i me my myself we our ours ourselves you your yours yourself yourselves he him his
+    himself she her hers herself it its itself they them their theirs themselves what which
+    who whom this that these those am is are was were be been being have has had having do
+    does did doing a an the and but if or because as until while of at by for with about
+    against between into through during before after above below to from up down in out on
+    off over under again further then once here there when where why how all any both each
+    few more most other some such no nor not only own same so than too very s t can will
+    just don should now""".split()
+)
+
+
+def search_terms(text: str) -> list[str]:
+    """The words of `text` to search for: lower case, no stop words, each once, in order.
+
+    Only runs of letters and digits survive, so nothing in `text` is ever query syntax.
+    """
+    terms: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        if word not in STOPWORDS and len(word) <= MAX_TERM_CHARS and word not in terms:
+            terms.append(word)
+            if len(terms) == MAX_TERMS:
+                break
+    return terms
+
+
+def readable_spaces(scope: Scope) -> tuple[str, ...]:
+    """The spaces whose public places `scope` reads: its own space unless it names some."""
+    return scope.spaces or (_field(scope.place, 1),)
+
+
+def _field(key: str, n: int) -> str:
+    parts = key.split(":")
+    return parts[n] if len(parts) > n else ""
+
+
+def hits_wanted(query: SearchQuery) -> int:
+    return max(1, min(MAX_HITS, query.limit))
+
+
+def trim_snippet(snippet: str | None, text: str) -> str:
+    """At most SNIPPET_CHARS of the snippet, its ** marks still paired."""
+    cut = (snippet or text)[:SNIPPET_CHARS]
+    return cut + "**" if cut.count("**") % 2 else cut
+
+
+# Only people's own messages are searched: the bot's answers and seeded copies repeat
+# what someone already said. Indexing just those rows also keeps the index small, as
+# answers are the long messages. `{0}` is the row: new, old, or a table alias.
+_SEARCHABLE_ROW = "{0}.role = 'user' AND {0}.copied = 0 AND {0}.platform_id IS NOT NULL"
+SEARCHABLE = "WHERE " + _SEARCHABLE_ROW.format("messages")
+# An external-content FTS5 index over `messages.text`, kept in step by triggers. It only
+# holds searchable rows, so a delete may only be issued for a row that was indexed
+# (FTS5 trusts the text it is given); hence the same condition on both sides. Never run
+# the 'rebuild' command on it: that would index every row.
+FTS_SCHEMA = (
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', "
+    "content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')",
+    f"CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages "
+    f"WHEN {_SEARCHABLE_ROW.format('new')} BEGIN "
+    f"INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text); END",
+    f"CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages "
+    f"WHEN {_SEARCHABLE_ROW.format('old')} BEGIN "
+    f"INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text); "
+    f"END",
+    f"CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, role, copied, platform_id "
+    f"ON messages BEGIN "
+    f"INSERT INTO messages_fts(messages_fts, rowid, text) SELECT 'delete', old.id, old.text "
+    f"WHERE {_SEARCHABLE_ROW.format('old')}; "
+    f"INSERT INTO messages_fts(rowid, text) SELECT new.id, new.text "
+    f"WHERE {_SEARCHABLE_ROW.format('new')}; END",
+)
+
+
+AUTHORS_TRIGGER = (
+    f"CREATE TRIGGER authors_insert AFTER INSERT ON messages "
+    f"WHEN {_SEARCHABLE_ROW.format('new')} BEGIN "
+    f"INSERT OR IGNORE INTO authors(author_id, author_name) "
+    f"VALUES (coalesce(new.author_id, ''), coalesce(new.author_name, '')); END"
+)
 
 
 @migrations()
@@ -88,6 +201,60 @@ def m001_initial(db: Database) -> None:
     db["meta"].create({"name": str, "value": str}, pk="name")  # type: ignore[union-attr]
 
 
+@migrations()
+def m002_places_and_search(db: Database) -> None:
+    db.execute("ALTER TABLE messages ADD COLUMN copied INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE messages ADD COLUMN rounds TEXT")
+    db.execute("ALTER TABLE usage ADD COLUMN kind TEXT NOT NULL DEFAULT 'reply'")
+    db.execute("CREATE INDEX idx_messages_platform_id ON messages(platform_id)")
+    db.execute("CREATE INDEX idx_messages_time ON messages(conversation, created_at)")
+    # Threads seeded before `copied` existed: a copy has the platform id and time of an
+    # earlier row in another conversation. Marking them keeps them out of search.
+    db.execute(
+        "UPDATE messages SET copied = 1 WHERE platform_id IS NOT NULL AND EXISTS ("
+        "SELECT 1 FROM messages o WHERE o.platform_id = messages.platform_id "
+        "AND o.id < messages.id AND o.created_at = messages.created_at "
+        "AND o.conversation <> messages.conversation)"
+    )
+    db["places"].create(  # type: ignore[union-attr]
+        {
+            "key": str,
+            "platform": str,
+            "space": str,
+            "name": str,
+            "visibility": str,
+            "updated_at": float,
+        },
+        pk="key",
+        not_null={"platform", "space", "visibility"},
+    )
+    db.execute("ALTER TABLE conversations ADD COLUMN place TEXT")
+    # Conversations from before places were noted belong to their channel; with no
+    # `places` row their visibility is unknown, so only that channel itself reads them.
+    keys = [row[0] for row in db.execute("SELECT key FROM conversations").fetchall()]
+    db.conn.executemany(
+        "UPDATE conversations SET place = ? WHERE key = ?",
+        [(":".join(key.split(":")[:3]), key) for key in keys],
+    )
+    db.execute("CREATE INDEX idx_conversations_place ON conversations(place)")
+    for statement in FTS_SCHEMA:
+        db.execute(statement)
+    # Who wrote searchable messages, under every name they had: an author filter finds
+    # the ids here, then the messages through the index, instead of reading every match.
+    db.execute(
+        "CREATE TABLE authors (author_id TEXT NOT NULL, author_name TEXT NOT NULL, "
+        "PRIMARY KEY (author_id, author_name)) WITHOUT ROWID"
+    )
+    db.execute(AUTHORS_TRIGGER)
+    db.execute(
+        "INSERT OR IGNORE INTO authors SELECT DISTINCT coalesce(author_id, ''), "
+        f"coalesce(author_name, '') FROM messages {SEARCHABLE}"
+    )
+    db.execute("CREATE INDEX idx_messages_author ON messages(author_id)")
+    db.execute("CREATE INDEX idx_messages_created ON messages(created_at)")
+    db.execute(f"INSERT INTO messages_fts(rowid, text) SELECT id, text FROM messages {SEARCHABLE}")
+
+
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -110,6 +277,11 @@ class SQLiteStore:
         # drop the newest commits.
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
+        # Reads through the OS page cache without copying: search looks up a message per
+        # match it walks, and this makes each lookup about a third cheaper.
+        db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+        # Case-insensitive author names beyond ASCII, which SQLite's lower() leaves alone.
+        conn.create_function("teambot_fold", 1, _fold, deterministic=True)
         migrations.apply(db)
         self._db = db
 
@@ -121,7 +293,7 @@ class SQLiteStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await self._worker.run(fn, *args)
 
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         return list(self.db.query(sql, params))
 
     # Messages
@@ -348,8 +520,8 @@ class SQLiteStore:
         with self.db.atomic():
             self.db.execute(
                 "INSERT INTO usage(created_at, platform, conversation, user_id, model, "
-                "prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome, kind) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     record.created_at or time.time(),
                     record.platform,
@@ -361,6 +533,7 @@ class SQLiteStore:
                     record.cost_usd,
                     record.latency_ms,
                     record.outcome,
+                    record.kind,
                 ],
             )
 
@@ -416,8 +589,329 @@ class SQLiteStore:
     async def usage_rows(self, *, since: float | None = None) -> Sequence[UsageRow]:
         return await self._run(self._usage_rows, since)
 
+    # Places, search and reads within a scope
+
+    def _note_place(self, conversation: str, place: PlaceInfo) -> None:
+        now = time.time()
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO places(key, platform, space, name, visibility, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "name = excluded.name, visibility = excluded.visibility, "
+                "updated_at = excluded.updated_at",
+                [
+                    place.key,
+                    _field(place.key, 0),
+                    _field(place.key, 1),
+                    place.name,
+                    place.visibility,
+                    now,
+                ],
+            )
+            self._ensure_conversation(conversation, now)
+            self.db.execute(
+                "UPDATE conversations SET place = ? WHERE key = ?", [place.key, conversation]
+            )
+
+    async def note_place(self, conversation: str, place: PlaceInfo) -> None:
+        await self._run(self._note_place, conversation, place)
+
+    @staticmethod
+    def _readable(scope: Scope, column: str) -> tuple[str, dict[str, Any]]:
+        """SQL that is true when the place key in `column` is readable under `scope`.
+
+        Its own place, or a place on record as public in one of the scope's spaces on its
+        platform. A NULL place (never noted) matches neither.
+        """
+        spaces = readable_spaces(scope)
+        params: dict[str, Any] = {f"space{n}": space for n, space in enumerate(spaces)}
+        params |= {"own_place": scope.place or None, "platform": scope.platform}
+        marks = ", ".join(f":space{n}" for n in range(len(spaces)))
+        sql = (
+            f"({column} = :own_place OR {column} IN (SELECT key FROM places "
+            f"WHERE visibility = 'public' AND platform = :platform AND space IN ({marks})))"
+        )
+        return sql, params
+
+    def _places(self, scope: Scope) -> list[PlaceInfo]:
+        readable, params = self._readable(scope, "key")
+        rows = self._rows(
+            f"SELECT key, name, visibility FROM places WHERE {readable} ORDER BY name, key",
+            params,
+        )
+        return [PlaceInfo(r["key"], r["name"] or "", r["visibility"]) for r in rows]
+
+    async def places(self, scope: Scope) -> list[PlaceInfo]:
+        return await self._run(self._places, scope)
+
+    def _search(self, scope: Scope, query: SearchQuery, now: float) -> list[Hit]:
+        terms = search_terms(query.text)
+        if not terms:
+            return []
+        where = self._search_filter(scope, query)
+        if where is None:
+            return []
+        quoted = [f'"{term}"' for term in terms]  # a phrase each: never FTS5 syntax
+        wanted = hits_wanted(query)
+        hits = self._search_pass(where, " ".join(quoted), 1.0, wanted, [], now)
+        if len(hits) < wanted and len(terms) > 1:  # fill up with messages having any term
+            found = [hit.message.id for hit in hits]
+            hits += self._search_pass(
+                where, " OR ".join(quoted), 0.0, wanted - len(hits), found, now
+            )
+        return hits
+
+    async def search(self, scope: Scope, query: SearchQuery) -> list[Hit]:
+        return await self._run(self._search, scope, query, time.time())
+
+    def _readable_places(self, scope: Scope) -> list[str]:
+        """The keys of every place `scope` reads (its own even when not on record)."""
+        readable, params = self._readable(scope, "key")
+        rows = self._rows(f"SELECT key FROM places WHERE {readable}", params)
+        own = [scope.place] if scope.place else []
+        return own + [row["key"] for row in rows if row["key"] != scope.place]
+
+    def _search_filter(self, scope: Scope, query: SearchQuery) -> _Where | None:
+        """The conditions a hit meets (on `m`, `c`), or None when nothing can meet them."""
+        places = self._readable_places(scope)
+        if query.place is not None:
+            places = [place for place in places if place == query.place]
+        if not places:
+            return None
+        where = _Where([_SEARCHABLE_ROW.format("m")], {})
+        where.add(f"c.place IN ({where.marks('place', places)})")
+        author_ids = ""
+        if query.author:
+            # The authors' ids first: a set lookup per match is cheaper than folding the
+            # name of every match, and it is what finds their messages through the index.
+            authors = (
+                "SELECT author_id FROM authors "
+                "WHERE author_id = :author OR instr(teambot_fold(author_name), :folded) > 0"
+            )
+            where.add(
+                f"m.author_id IN ({authors}) AND (m.author_id = :author "
+                "OR instr(teambot_fold(m.author_name), :folded) > 0)",
+                author=query.author,
+                folded=_fold(query.author),
+            )
+            author_ids = f"SELECT id FROM messages WHERE author_id IN ({authors})"
+        if query.before is not None:
+            where.add("m.created_at < :before", before=query.before)
+        if query.after is not None:
+            where.add("m.created_at > :after", after=query.after)
+            if not self._bound_after(where):
+                return None
+        place_ids = (
+            "SELECT m.id FROM conversations c JOIN messages m ON m.conversation = c.key "
+            f"WHERE c.place IN ({where.marks('place', places)})"
+        )
+        return self._narrow(where, [place_ids, author_ids])
+
+    def _bound_after(self, where: _Where) -> bool:
+        """Start the walk through the matches at the first message after `:after`, when
+        fewer than RECENT are (an index range, ~1 ms per 40k); False when none are.
+
+        Matches are walked newest first, and without a bound an `after` filter would
+        walk on through every older match once fewer than CANDIDATES are found. The
+        smallest id among the messages after it is a safe bound, whatever order the
+        messages' times are in.
+        """
+        row = self._rows(
+            "SELECT count(*) AS n, min(id) AS first FROM (SELECT id FROM messages "
+            f"WHERE created_at > :after LIMIT {RECENT})",
+            where.params,
+        )[0]
+        if row["n"] == 0:
+            return False
+        if row["n"] < RECENT:
+            where.add("messages_fts.rowid >= :first_id", first_id=row["first"])
+        return True
+
+    def _narrow(self, where: _Where, id_queries: list[str]) -> _Where | None:
+        """`where`, limited to the ids of the most selective of `id_queries` if it is narrow.
+
+        FTS5 cannot filter by place or author itself: a common word under a narrow filter
+        (someone's messages, a quiet channel, a DM) would walk every match of the word
+        and look each up. Fewer than NARROW ids are collected first instead (an index
+        range each, cheap), and the matches are checked against that set in memory.
+        None when one of them holds no rows at all.
+        """
+        best: tuple[int, str] | None = None
+        for ids in filter(None, id_queries):
+            count = self._rows(f"SELECT count(*) AS n FROM ({ids} LIMIT {NARROW})", where.params)[
+                0
+            ]["n"]
+            if count == 0:
+                return None
+            if count < NARROW and (best is None or count < best[0]):
+                best = (count, ids)
+        if best is not None:
+            # `+` keeps the set a filter, not a list of FTS5 lookups (one per id, slower).
+            where.add(f"+messages_fts.rowid IN ({best[1]})")
+        return where
+
+    def _search_pass(
+        self, where: _Where, match: str, tier: float, wanted: int, exclude: list[int], now: float
+    ) -> list[Hit]:
+        """One FTS5 query: the best `wanted` of the newest CANDIDATES matches in `where`.
+
+        score = tier + relevance / best relevance among the candidates
+                     / (1 + age / RECENCY_SECONDS)
+        relevance is -bm25 (FTS5's bm25 is lower-is-better); the decay halves a hit's
+        weight at 30 days, a third at 60. `tier` is 1 for hits with every term and 0 for
+        the any-term fill-up, so all-terms hits always rank first.
+        """
+        conditions = " AND ".join(where.conditions)
+        if exclude:
+            conditions += f" AND m.id NOT IN ({', '.join(str(int(i)) for i in exclude)})"
+        params = where.params | {"match": match, "tier": tier, "now": now, "wanted": wanted}
+        params |= {"candidates": CANDIDATES, "recency": RECENCY_SECONDS}
+        rows = self._rows(
+            f"""
+            WITH candidates AS (
+                SELECT m.id, m.created_at, -bm25(messages_fts) AS relevance
+                FROM messages_fts
+                JOIN messages m ON m.id = messages_fts.rowid
+                JOIN conversations c ON c.key = m.conversation
+                WHERE messages_fts MATCH :match AND {conditions}
+                ORDER BY messages_fts.rowid DESC LIMIT :candidates
+            ), ranked AS (
+                SELECT id, :tier + relevance / max(max(relevance) OVER (), 1e-9)
+                    / (1.0 + max(:now - created_at, 0.0) / :recency) AS score
+                FROM candidates ORDER BY score DESC, id DESC LIMIT :wanted
+            )
+            SELECT m.*, r.score, c.place AS place_key, p.name AS place_name,
+                p.visibility AS place_visibility,
+                (SELECT snippet(messages_fts, 0, '**', '**', '…', 24) FROM messages_fts
+                 WHERE messages_fts MATCH :match AND messages_fts.rowid = m.id) AS snippet
+            FROM ranked r
+            JOIN messages m ON m.id = r.id
+            JOIN conversations c ON c.key = m.conversation
+            LEFT JOIN places p ON p.key = c.place
+            ORDER BY r.score DESC, m.id DESC
+            """,
+            params,
+        )
+        return [_hit(row) for row in rows]
+
+    def _locate(self, scope: Scope, prefix: str, platform_id: str) -> StoredMessage | None:
+        readable, params = self._readable(scope, "c.place")
+        rows = self._rows(
+            f"SELECT m.* FROM messages m JOIN conversations c ON c.key = m.conversation "
+            f"WHERE m.platform_id = :platform_id "
+            f"AND substr(m.conversation, 1, length(:prefix)) = :prefix AND {readable} "
+            f"ORDER BY m.copied, m.id LIMIT 1",
+            params | {"platform_id": platform_id, "prefix": prefix},
+        )
+        return StoredMessage.from_row(rows[0]) if rows else None
+
+    async def locate(self, scope: Scope, prefix: str, platform_id: str) -> StoredMessage | None:
+        return await self._run(self._locate, scope, prefix, platform_id)
+
+    def _may_read(self, scope: Scope, conversation: str) -> bool:
+        readable, params = self._readable(scope, "place")
+        return bool(
+            self._rows(
+                f"SELECT 1 FROM conversations WHERE key = :conversation AND {readable}",
+                params | {"conversation": conversation},
+            )
+        )
+
+    def _around(
+        self,
+        scope: Scope,
+        conversation: str,
+        message_id: int | None,
+        at: float | None,
+        before: int,
+        after: int,
+    ) -> list[StoredMessage]:
+        if not self._may_read(scope, conversation):
+            return []
+        before, after = _clamp_context(before), _clamp_context(after)
+        if message_id is not None:
+            pivot = self._rows(
+                f"SELECT {POSITION} AS position, id FROM messages "
+                f"WHERE conversation = ? AND id = ?",
+                [conversation, message_id],
+            )
+        elif at is not None:
+            pivot = self._rows(
+                f"SELECT {POSITION} AS position, id FROM messages "
+                f"WHERE conversation = ? AND created_at >= ? ORDER BY created_at, id LIMIT 1",
+                [conversation, at],
+            )
+            if not pivot:  # after the last message: the newest ones
+                return self._recent(conversation, before)
+        else:
+            return self._recent(conversation, before)
+        if not pivot:
+            return []
+        at_position = [conversation, pivot[0]["position"], pivot[0]["id"]]
+        earlier = self._rows(
+            f"SELECT * FROM messages WHERE conversation = ? AND ({POSITION}, id) < (?, ?) "
+            f"ORDER BY {POSITION} DESC, id DESC LIMIT ?",
+            [*at_position, before],
+        )
+        later = self._rows(
+            f"SELECT * FROM messages WHERE conversation = ? AND ({POSITION}, id) >= (?, ?) "
+            f"ORDER BY {POSITION}, id LIMIT ?",
+            [*at_position, after + 1],
+        )
+        return [StoredMessage.from_row(row) for row in [*reversed(earlier), *later]]
+
+    async def around(
+        self,
+        scope: Scope,
+        conversation: str,
+        *,
+        message_id: int | None = None,
+        time: float | None = None,
+        before: int = 10,
+        after: int = 10,
+    ) -> list[StoredMessage]:
+        return await self._run(self._around, scope, conversation, message_id, time, before, after)
+
     async def aclose(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None
             await self._worker.run(db.close)
         self._worker.close()
+
+
+MAX_CONTEXT = 200
+
+
+@dataclass
+class _Where:
+    """SQL conditions joined by AND, and their named parameters."""
+
+    conditions: list[str]
+    params: dict[str, Any]
+
+    def add(self, condition: str, **params: Any) -> None:
+        self.conditions.append(condition)
+        self.params |= params
+
+    def marks(self, name: str, values: Sequence[Any]) -> str:
+        """Named placeholders for `values` (as `:name0, :name1, ...`), bound here."""
+        self.params |= {f"{name}{n}": value for n, value in enumerate(values)}
+        return ", ".join(f":{name}{n}" for n in range(len(values)))
+
+
+def _clamp_context(count: int) -> int:
+    """How many messages `around` reads on one side: 0 to MAX_CONTEXT."""
+    return max(0, min(MAX_CONTEXT, count))
+
+
+def _fold(text: str | None) -> str:
+    return (text or "").casefold()
+
+
+def _hit(row: dict[str, Any]) -> Hit:
+    """A search row: the message's columns plus score, snippet and its place's."""
+    place = PlaceInfo(
+        row["place_key"], row["place_name"] or "", row["place_visibility"] or "private"
+    )
+    snippet = trim_snippet(row["snippet"], row["text"])
+    return Hit(StoredMessage.from_row(row), place, snippet, float(row["score"]))

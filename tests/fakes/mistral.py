@@ -1,10 +1,11 @@
 """A loopback fake of Mistral's chat completions API: real HTTP, real SSE.
 
-Tests script what each request gets with `enqueue(Reply(...), Error(...), ...)`; when nothing is
-queued the fake answers `"echo: <last user text>"` so isolation tests can tell conversations
-apart. Requests are validated the way the real API does it (unknown keys → 422
-extra_forbidden, bad `reasoning_effort` → 400 code 3051, optional Bearer check → 401); a
-request rejected by validation does not consume a scripted response.
+Tests script what each request gets with `enqueue(Reply(...), ToolCalls(...), Error(...), ...)`;
+when nothing is queued the fake answers `"echo: <last user text>"` so isolation tests can tell
+conversations apart. Requests are validated the way the real API does it (unknown keys → 422
+extra_forbidden, bad `reasoning_effort` → 400 code 3051, optional Bearer check → 401, bad
+`tools` / `tool_choice` or tool-call message order → 400, see `check_messages`); a request
+rejected by validation does not consume a scripted response.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import re
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -32,6 +34,11 @@ EFFORTS = ("none", "high")
 CONTEXT_ERROR = (
     "Prompt contains 300000 tokens, too large for model with 262144 maximum context length"
 )
+ROLES = ("system", "user", "assistant", "tool")
+TOOL_CHOICES = ("auto", "none", "any", "required")
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+CALL_COUNT_ERROR = "Not the same number of function calls and responses"
+EMPTY_ASSISTANT_ERROR = "Assistant message must have either content or tool_calls"
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,29 @@ class Reply:
 
 @dataclass(frozen=True)
 class ToolCall:
+    """One function call. `id=None`: the fake makes up a 9-character id (recorded in
+    `FakeMistral.tool_call_ids`); `id=""`: the call is sent without an id; else sent as given.
+    Enqueued on its own it is a response with just this call."""
+
     name: str
     arguments: dict[str, Any] | str
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    """A response that calls tools: optional leading `text`, then each call (in parallel, one
+    delta chunk per call, `index` 0, 1, ...); finish_reason "tool_calls" with usage on the last
+    chunk. `split_arguments` streams each string `arguments` in three pieces, only the first
+    with id and name; `disconnect_before_finish` drops the connection after the calls instead
+    of sending the finish chunk."""
+
+    calls: Sequence[ToolCall]
+    text: str = ""
+    split_arguments: bool = False
+    usage: dict[str, int] | None = None
+    finish_reason: str = "tool_calls"
+    disconnect_before_finish: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,11 +100,135 @@ class Hang:
     after_text: str = ""
 
 
-Scripted = Reply | ToolCall | Error | Disconnect | Hang
+Scripted = Reply | ToolCall | ToolCalls | Error | Disconnect | Hang
 
 
 def error_body(message: Any, type_: str, code: str | None = None) -> dict[str, Any]:
     return {"object": "error", "message": message, "type": type_, "param": None, "code": code}
+
+
+class Rejected(Exception):
+    """A request the real API would refuse with a 400 carrying `body`."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body["message"])
+        self.body = body
+
+
+def invalid(message: str) -> Rejected:
+    return Rejected(error_body(message, "invalid_request_error"))
+
+
+def out_of_order(message: str) -> Rejected:
+    return Rejected(error_body(message, "invalid_request_message_order", "3230"))
+
+
+def check_tools(body: dict[str, Any]) -> None:
+    """Raise `Rejected` for bad `tools`, `tool_choice` or `parallel_tool_calls`."""
+    tools = body.get("tools")
+    names: list[str] = []
+    if tools is not None and not isinstance(tools, list):
+        raise invalid("tools must be a list")
+    for position, tool in enumerate(tools or []):
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise invalid(f"tools[{position}]: only function tools are supported here")
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            raise invalid(f"tools[{position}].function: Field required")
+        name = function.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise invalid(
+                f"tools[{position}].function.name {name!r} must match {TOOL_NAME.pattern}"
+            )
+        if not isinstance(function.get("parameters", {}), dict):
+            raise invalid(f"tools[{position}].function.parameters must be an object")
+        if name in names:
+            raise invalid(f"tools: duplicate function name {name!r}")
+        names.append(name)
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        chosen = function.get("name") if isinstance(function, dict) else None
+        if choice.get("type") != "function" or not isinstance(chosen, str):
+            raise invalid("tool_choice: expected {type: 'function', function: {name}}")
+        if chosen not in names:
+            raise invalid(f"tool_choice: no tool named {chosen!r}")
+    elif choice is not None and choice not in TOOL_CHOICES:
+        raise invalid(f"tool_choice: {choice!r} is not one of {', '.join(TOOL_CHOICES)}")
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise invalid("parallel_tool_calls must be a boolean")
+
+
+def assistant_calls(message: dict[str, Any]) -> dict[str, str]:
+    """An assistant message's calls as {id: function name}; raise `Rejected` if malformed."""
+    calls = message.get("tool_calls") or []
+    if not message.get("content") and not calls:
+        raise invalid(EMPTY_ASSISTANT_ERROR)
+    if not isinstance(calls, list):
+        raise invalid("tool_calls must be a list")
+    found: dict[str, str] = {}
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        call_id = call.get("id") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(call_id, str) or not call_id:
+            raise invalid("tool_calls entries need an id and a function")
+        name = function.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise invalid(f"tool call {call_id}: bad function name {name!r}")
+        if not isinstance(function.get("arguments"), str | dict):
+            raise invalid(f"tool call {call_id}: arguments must be a string or an object")
+        if call_id in found:
+            raise invalid(f"duplicate tool call id {call_id!r}")
+        found[call_id] = name
+    return found
+
+
+def check_messages(messages: Any) -> None:
+    """Raise `Rejected` for a message list the API refuses around tool calls.
+
+    An assistant message needs content or tool_calls. One with `tool_calls` must be followed
+    at once by one `tool` message per call (matching `tool_call_id` and `name`, string
+    `content`) and nothing else in between; a `tool` message must answer the preceding
+    assistant message; after the tool messages comes an assistant message or the end of the
+    list, never a user message.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise invalid("messages must be a non-empty list")
+    unanswered: dict[str, str] = {}  # call id -> function name, of the last assistant message
+    answering = False  # among the tool messages after an assistant message's tool_calls
+    previous = ""
+    for position, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(message, dict) or role not in ROLES:
+            raise invalid(f"messages[{position}]: role must be one of {', '.join(ROLES)}")
+        if role == "tool":
+            if not answering:
+                raise out_of_order(f"Unexpected role 'tool' after role '{previous}'")
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or call_id not in unanswered:
+                raise invalid(
+                    f"messages[{position}]: tool_call_id {call_id!r} does not answer a call "
+                    "of the preceding assistant message"
+                )
+            if message.get("name") != unanswered[call_id]:
+                raise invalid(
+                    f"messages[{position}]: name {message.get('name')!r} does not match "
+                    f"the call's function {unanswered[call_id]!r}"
+                )
+            if not isinstance(message.get("content"), str):
+                raise invalid(f"messages[{position}]: tool content must be a string")
+            del unanswered[call_id]
+        else:
+            if unanswered:
+                raise out_of_order(CALL_COUNT_ERROR)
+            if previous == "tool" and role != "assistant":
+                raise out_of_order(f"Unexpected role '{role}' after role 'tool'")
+            unanswered = assistant_calls(message) if role == "assistant" else {}
+            answering = bool(unanswered)
+        previous = str(role)
+    if unanswered:
+        raise out_of_order(CALL_COUNT_ERROR)
 
 
 def split_tokens(text: str) -> list[str]:
@@ -100,12 +252,15 @@ class FakeMistral:
         token_interval: float = 0.0,
         default_tokens: int | None = None,
         api_key: str | None = None,
+        ignore_stream: bool = False,
     ) -> None:
         self.first_token_delay = first_token_delay
         self.token_interval = token_interval
         self.default_tokens = default_tokens
         self.api_key = api_key
+        self.ignore_stream = ignore_stream  # answer with one JSON completion, like some proxies
         self.base_url = ""
+        self.tool_call_ids: list[str] = []  # ids the fake sent, in order
         self.requests: list[dict[str, Any]] = []
         self.request_times: list[float] = []
         self.client_ports: list[int] = []  # the client's port, per request
@@ -174,7 +329,7 @@ class FakeMistral:
         if isinstance(scripted, Hang) and not scripted.after_text:
             await self._closing.wait()
             return self._abort(request)
-        if not body.get("stream"):
+        if not body.get("stream") or self.ignore_stream:
             return self._complete(body, scripted)
         return await self._stream(request, body, scripted)
 
@@ -211,6 +366,11 @@ class FakeMistral:
             return web.json_response(
                 error_body(message, "invalid_request_invalid_args", "3051"), status=400
             )
+        try:
+            check_tools(body)
+            check_messages(body["messages"])
+        except Rejected as rejected:
+            return web.json_response(rejected.body, status=400)
         return None
 
     def _default_reply(self, body: dict[str, Any]) -> Reply:
@@ -228,7 +388,7 @@ class FakeMistral:
         return Reply("".join(pieces), chunks=pieces)
 
     def _usage(
-        self, body: dict[str, Any], completion: int, scripted: Reply | None
+        self, body: dict[str, Any], completion: int, scripted: Reply | ToolCalls | None
     ) -> dict[str, int]:
         if scripted is not None and scripted.usage is not None:
             return scripted.usage
@@ -241,6 +401,16 @@ class FakeMistral:
 
     def _complete(self, body: dict[str, Any], scripted: Scripted) -> web.Response:
         """The non-streaming shape, for callers that do not ask for `stream`."""
+        calls = self._tool_calls(scripted)
+        if calls is not None:
+            tool_calls = [
+                {**({"id": call_id} if call_id else {}), "type": "function", **self._function(call)}
+                for call, call_id in zip(calls.calls, self._ids(calls), strict=True)
+            ]
+            answer = {"role": "assistant", "content": calls.text, "tool_calls": tool_calls}
+            choice = {"index": 0, "message": answer, "finish_reason": calls.finish_reason}
+            count = len(split_tokens(calls.text)) + len(tool_calls)
+            return self._completion(body, choice, self._usage(body, count, calls))
         reply = (
             scripted if isinstance(scripted, Reply) else Reply(getattr(scripted, "after_text", ""))
         )
@@ -253,6 +423,12 @@ class FakeMistral:
         message = {"role": "assistant", "content": content, "tool_calls": None}
         choice = {"index": 0, "message": message, "finish_reason": reply.finish_reason}
         usage = self._usage(body, len(split_tokens(reply.text)), reply)
+        return self._completion(body, choice, usage)
+
+    @staticmethod
+    def _completion(
+        body: dict[str, Any], choice: dict[str, Any], usage: dict[str, int]
+    ) -> web.Response:
         return web.json_response(
             {
                 "id": "cmpl-fake",
@@ -263,18 +439,63 @@ class FakeMistral:
             }
         )
 
+    # -- tool calls --------------------------------------------------------------------
+
+    @staticmethod
+    def _tool_calls(scripted: Scripted) -> ToolCalls | None:
+        if isinstance(scripted, ToolCall):
+            return ToolCalls([scripted])
+        return scripted if isinstance(scripted, ToolCalls) else None
+
+    def _ids(self, scripted: ToolCalls) -> list[str]:
+        """The id sent for each call ("" for none); made-up ids are distinct 9 alphanumerics."""
+        ids: list[str] = []
+        for call in scripted.calls:
+            call_id = call.id
+            if call_id is None:
+                call_id = f"fk{len(self.tool_call_ids) + 1:07d}"
+            if call_id:
+                self.tool_call_ids.append(call_id)
+            ids.append(call_id)
+        return ids
+
+    @staticmethod
+    def _function(call: ToolCall, arguments: Any = None) -> dict[str, Any]:
+        value = call.arguments if arguments is None else arguments
+        return {"function": {"name": call.name, "arguments": value}}
+
+    def _call_deltas(self, scripted: ToolCalls) -> list[dict[str, Any]]:
+        deltas: list[dict[str, Any]] = []
+        for index, (call, call_id) in enumerate(
+            zip(scripted.calls, self._ids(scripted), strict=True)
+        ):
+            pieces: list[Any] = [call.arguments]
+            if scripted.split_arguments and isinstance(call.arguments, str):
+                third = max(1, len(call.arguments) // 3)
+                text = call.arguments
+                pieces = [
+                    text[:third],
+                    *(p for p in (text[third : 2 * third], text[2 * third :]) if p),
+                ]
+            first: dict[str, Any] = {"index": index, "type": "function"}
+            if call_id:
+                first["id"] = call_id
+            first.update(self._function(call, pieces[0]))
+            deltas.append({"content": "", "tool_calls": [first]})
+            deltas += [
+                {"content": "", "tool_calls": [{"index": index, "function": {"arguments": p}}]}
+                for p in pieces[1:]
+            ]
+        return deltas
+
     # -- streaming ---------------------------------------------------------------------
 
     def _deltas(self, scripted: Scripted) -> list[dict[str, Any]]:
         """The content deltas of one response, in order (before the finish chunk)."""
-        if isinstance(scripted, ToolCall):
-            call = {
-                "id": "D681PevKs",
-                "type": "function",
-                "index": 0,
-                "function": {"name": scripted.name, "arguments": scripted.arguments},
-            }
-            return [{"content": "", "tool_calls": [call]}]
+        calls = self._tool_calls(scripted)
+        if calls is not None:
+            text = [{"content": piece} for piece in split_tokens(calls.text)]
+            return text + self._call_deltas(calls)
         if isinstance(scripted, Disconnect | Hang):
             return [{"content": piece} for piece in split_tokens(scripted.after_text)]
         assert isinstance(scripted, Reply)
@@ -330,7 +551,11 @@ class FakeMistral:
             self.last_token_times[slot[0]] = now
 
         deltas = self._deltas(scripted)
-        ends_normally = isinstance(scripted, Reply | ToolCall)
+        calls = self._tool_calls(scripted)
+        cut = isinstance(scripted, Disconnect) or (
+            calls is not None and calls.disconnect_before_finish
+        )
+        ends_normally = isinstance(scripted, Reply) or (calls is not None and not cut)
         last = deltas.pop() if ends_normally and deltas else {"content": ""}
         # Pace against absolute times so per-chunk overhead does not slow the token rate.
         start = time.perf_counter() + self.first_token_delay
@@ -340,7 +565,7 @@ class FakeMistral:
                 return self._abort(request)
             await send(delta)
             mark()
-        if isinstance(scripted, Disconnect):
+        if cut:
             return self._abort(request)
         if isinstance(scripted, Hang):
             await self._closing.wait()
@@ -349,9 +574,9 @@ class FakeMistral:
             max(0.0, start + len(deltas) * self.token_interval - time.perf_counter())
         )
         count = len(deltas) + (1 if last.get("content") or last.get("tool_calls") else 0)
-        reply = scripted if isinstance(scripted, Reply) else None
-        finish = reply.finish_reason if reply is not None else "tool_calls"
-        await send(last, finish, self._usage(body, count, reply))
+        scripted_end = scripted if isinstance(scripted, Reply) else calls
+        finish = scripted_end.finish_reason if scripted_end is not None else "stop"
+        await send(last, finish, self._usage(body, count, scripted_end))
         if count > len(deltas):
             mark()
         await response.write(b"data: [DONE]\n\n")

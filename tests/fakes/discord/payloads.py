@@ -12,6 +12,9 @@ _counter = itertools.count(1)
 
 # Every permission bit a bot could need; the fake never refuses on permissions.
 ALL_PERMISSIONS = str((1 << 50) - 1)
+# What @everyone may do in a typical server: everything but Administrator (1 << 3), which
+# would bypass every channel's permission overwrites.
+EVERYONE_PERMISSIONS = str(((1 << 50) - 1) & ~(1 << 3))
 
 
 def snowflake() -> str:
@@ -104,7 +107,7 @@ def guild(
     everyone = {
         "id": gid,
         "name": "@everyone",
-        "permissions": ALL_PERMISSIONS,
+        "permissions": EVERYONE_PERMISSIONS,
         "position": 0,
         "color": 0,
         "hoist": False,

@@ -24,6 +24,7 @@ class Posted:
     reference_id: str | None = None
     files: dict[str, bytes] = field(default_factory=dict)
     deleted: bool = False
+    suppress_embeds: bool = False  # posted with flag 1 << 2: links show no previews
     interaction_token: str | None = None
     ephemeral: bool = False
 

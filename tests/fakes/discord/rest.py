@@ -26,6 +26,7 @@ BUCKET_OF = {
     "followup_edit": "webhook",
 }
 EPHEMERAL = 64
+SUPPRESS_EMBEDS = 4
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -55,6 +56,7 @@ class Rest:
         r.add_get(API + "/applications/{app}/guilds/{guild}/commands", self.get_commands)
         r.add_post(API + "/users/@me/channels", self.create_dm)
         r.add_get(API + "/channels/{cid}", self.get_channel)
+        r.add_get(API + "/guilds/{guild}/members/{uid}", self.get_member)
         r.add_post(API + "/channels/{cid}/typing", self.typing)
         r.add_post(API + "/channels/{cid}/messages", self.create_message)
         r.add_get(API + "/channels/{cid}/messages", self.history)
@@ -211,6 +213,16 @@ class Rest:
         self._log(request, 200 if ch else 404)
         return _json(ch) if ch else _error(404, 10003, "Unknown Channel")
 
+    async def get_member(self, request: web.Request) -> web.Response:
+        fake = self.fake
+        uid = request.match_info["uid"]
+        known = request.match_info["guild"] in fake.guilds and uid in fake.users
+        found = known and uid not in fake.outsiders
+        self._log(request, 200 if found else 404)
+        if not found:
+            return _error(404, 10007, "Unknown Member")
+        return _json(payloads.member(fake.users[uid]))
+
     async def typing(self, request: web.Request) -> web.Response:
         refused, headers = await self._gate(request, "typing", request.match_info["cid"])
         if refused:
@@ -346,8 +358,8 @@ class Rest:
             referenced=referenced,
             webhook_id=fake.app_id if token else None,
         )
-        if ephemeral:
-            data["flags"] = EPHEMERAL
+        flags = int(body.get("flags") or 0)
+        data["flags"] = flags | (EPHEMERAL if ephemeral else 0)
         allowed = body.get("allowed_mentions")
         posted = reuse or Posted(data["id"], cid, fake.bot_id, content, data)
         posted.content, posted.payload = content, data
@@ -357,6 +369,7 @@ class Rest:
         posted.reference_id = posted.reference_id or (referenced["id"] if referenced else None)
         posted.files.update(files)
         posted.interaction_token, posted.ephemeral = token, ephemeral or posted.ephemeral
+        posted.suppress_embeds = posted.suppress_embeds or bool(flags & SUPPRESS_EMBEDS)
         fake.posted[posted.id] = posted
         fake.messages[posted.id] = data
         if not posted.ephemeral:

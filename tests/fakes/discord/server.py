@@ -39,6 +39,7 @@ class FakeDiscord:
         self.bot_id = self.app_id
         self.bot_user = payloads.user(self.bot_id, "teambot", bot=True)
         self.users: dict[str, dict[str, Any]] = {self.bot_id: self.bot_user}
+        self.outsiders: set[str] = set()  # users who are not members of the guild
         self.guild_id = payloads.snowflake()
         self.bot_role_id = payloads.snowflake()
         self.guilds: dict[str, dict[str, Any]] = {
@@ -66,6 +67,7 @@ class FakeDiscord:
         for i in range(1, channels):
             self.add_channel("random" if i == 1 else f"room-{i}")
         self.thread = self.add_thread("general", "design")
+        self.staff = self.add_channel("staff", private=True)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -76,9 +78,14 @@ class FakeDiscord:
         self.users[uid] = payloads.user(uid, name)
         return uid
 
-    def add_channel(self, name: str) -> str:
+    def add_channel(self, name: str, *, private: bool = False) -> str:
+        """A text channel; a private one hides itself from @everyone (whose role id is
+        the guild's id), as Discord's channel permission overwrites do."""
         cid = payloads.snowflake()
         self.channels[cid] = payloads.text_channel(cid, self.guild_id, name)
+        if private:
+            deny_view = {"id": self.guild_id, "type": 0, "allow": "0", "deny": str(1 << 10)}
+            self.channels[cid]["permission_overwrites"] = [deny_view]
         self.guilds[self.guild_id]["channels"][cid] = self.channels[cid]
         self.by_name[name] = cid
         return cid

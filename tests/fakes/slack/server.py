@@ -260,7 +260,9 @@ class FakeSlack:
                 self.pings.append(text)
 
     def _kind(self, channel: str) -> str:
-        return "im" if self.channels.get(channel) == "im" else "channel"
+        """The event's channel_type: "channel" (public), "group" (private), "im"."""
+        kind = self.channels.get(channel, "channel")
+        return kind if kind in ("im", "mpim", "group") else "channel"
 
     # Files and response_url
 

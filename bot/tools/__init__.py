@@ -1,0 +1,92 @@
+"""Tools the model may call while it answers.
+
+A `Tool` has a `ToolSpec` (what the model is told), an `activity` line (what people see
+while it runs) and `run`, which returns text for the model or raises `ToolError`. The
+built-ins read the team's history through the store within the asker's `Scope`
+(`bot/tools/builtin.py`); MCP servers add theirs (`bot/tools/mcp_servers.py`). The
+pipeline runs the loop (`bot/tools/loop.py`).
+
+Exceptions: `ToolError` is a failure the model should hear about (bad arguments, nothing
+found, a server's error); anything else a tool raises is a bug or an outage, logged in
+one line and reported to the model as a generic error. Neither ends the reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.store import PlaceInfo, Scope, Store
+from bot.types import Message, Place
+
+
+class ToolError(Exception):
+    """A tool could not do what was asked; the message is told to the model."""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema of the arguments object
+
+    def schema(self) -> dict[str, Any]:
+        """The entry of a Mistral request's `tools` list."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+class Links(Protocol):
+    """A platform's message links: building permalinks and reading pasted ones."""
+
+    def permalink(self, conversation: str, platform_id: str) -> str | None:
+        """The link to a stored message (None when it cannot be built)."""
+        ...
+
+    def parse(self, url: str) -> tuple[str, str] | None:
+        """(conversation key prefix, platform id) of a message link, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool call knows about who asked, and where."""
+
+    message: Message
+    scope: Scope
+    store: Store
+    timezone: str  # IANA name, the default for dates the model reads and writes
+    links: Links | None = None
+
+
+class Tool(Protocol):
+    @property
+    def spec(self) -> ToolSpec: ...
+
+    def activity(self, args: dict[str, Any], ctx: ToolContext) -> str:
+        """One line for people while it runs, e.g. 'Searching #general for “release”…'."""
+        ...
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> str:
+        """The result for the model; raise ToolError for a failure it should hear about."""
+        ...
+
+
+def place_of(message: Message) -> PlaceInfo:
+    """The place a message's conversation lives in; a conversation whose adapter could
+    not tell is a private place of its own channel (readable only from there)."""
+    key = message.key
+    place = message.place or Place(key.channel)
+    return PlaceInfo(f"{key.platform}:{key.space}:{place.id}", place.name, place.visibility)
+
+
+def scope_of(message: Message) -> Scope:
+    """What the author of `message` may read through tools."""
+    key = message.key
+    return Scope(key.platform, place_of(message).key, message.spaces or (key.space,))
