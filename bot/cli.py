@@ -181,7 +181,7 @@ async def _usage(settings: Settings, days: int) -> int:
     finally:
         await store.aclose()
     header = (
-        f"{'day':<10}  {'platform':<8}  {'user':<22}  {'replies':>7}  "
+        f"{'day':<10}  {'platform':<8}  {'user':<22}  {'calls':>7}  "
         f"{'in':>10}  {'out':>9}  {'cost $':>9}"
     )
     rule = "-" * len(header)

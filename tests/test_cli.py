@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -103,7 +104,7 @@ async def test_chat_commands_and_model_failure_message(fake_mistral, tmp_path):
     assert code == 0
     assert "API key was rejected" in out
     assert "think:" in out  # help text
-    assert "This conversation: 1 reply" in out
+    assert "This conversation: 1 model call" in out
     assert "Traceback" not in err and KEY not in err
 
 
@@ -159,13 +160,31 @@ async def test_check_reports_model_and_platforms(fake_mistral, tmp_path):
     assert "✗ model" in out and "rejected" in out and KEY not in out + err
 
 
+async def test_check_lists_each_mcp_server_with_its_tools_or_why_it_failed(fake_mistral, tmp_path):
+    fake_server = Path(__file__).parent / "fakes" / "mcp_server.py"
+    config = tmp_path / "mcp.json"
+    servers = {
+        "calc": {"command": sys.executable, "args": [str(fake_server), "stdio"]},
+        "gone": {"command": str(tmp_path / "no-such-server"), "env": {"TOKEN": "sekrit-42"}},
+    }
+    config.write_text(json.dumps({"mcpServers": servers}))
+    env = cli_env(fake_mistral, tmp_path, TEAMBOT_MCP_CONFIG=str(config))
+    code, out, err = await teambot("check", env=env, cwd=tmp_path)
+    assert code == 1, out + err
+    calc = next(line for line in out.splitlines() if "MCP calc" in line)
+    assert calc.startswith("✓") and "calc__add" in calc and "calc__echo" in calc
+    gone = next(line for line in out.splitlines() if "MCP gone" in line)
+    assert gone.startswith("✗") and "no-such-server" in gone
+    assert "sekrit-42" not in out + err
+
+
 async def test_usage_table_totals(fake_mistral, tmp_path):
     env = cli_env(fake_mistral, tmp_path)
     await teambot("chat", env=env, cwd=tmp_path, stdin="one\ntwo\n")
     code, out, _ = await teambot("usage", env=env, cwd=tmp_path)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["day", "platform", "user", "replies"]
+    assert lines[0].split()[:4] == ["day", "platform", "user", "calls"]
     console_rows = [line for line in lines if " console " in line]
     assert len(console_rows) == 1 and console_rows[0].split()[3] == "2"
     assert lines[-1].startswith("total") and " 2 " in lines[-1]

@@ -4,8 +4,12 @@ checks tool-call histories as the API does) and real SQLite."""
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
+from bot.config import load_settings
 from bot.tools.loop import LIMIT_NOTE
+from bot.tools.mcp_servers import McpServers
 from bot.types import (
     DM,
     PRIVATE,
@@ -20,6 +24,7 @@ from bot.types import (
 from tests.fakes.mistral import Reply, ToolCall, ToolCalls
 from tests.helpers import BOB, collect, final, key, message
 
+MCP_FAKE = str(Path(__file__).parent / "fakes" / "mcp_server.py")
 GENERAL = Place("C9", "general", PUBLIC)
 RANDOM = Place("C1", "random", PUBLIC)
 SECRET = Place("C7", "secret-plans", PRIVATE)
@@ -201,3 +206,34 @@ async def test_canaries_outside_the_askers_scope_never_reach_the_model(engine, f
     )
     await collect(engine, asked("what is in here?", SECRET))
     assert "zebra-launch-code" in tool_messages(fake_mistral.requests[-1])[0]["content"]
+
+
+async def test_an_mcp_servers_tool_answers_while_a_dead_server_is_skipped(
+    make_engine, fake_mistral, tmp_path
+):
+    config = tmp_path / "mcp.json"
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "calc": {"command": sys.executable, "args": [MCP_FAKE, "stdio"]},
+                    "gone": {"command": str(tmp_path / "no-such-server")},
+                }
+            }
+        )
+    )
+    settings = load_settings({"TEAMBOT_MCP_CONFIG": str(config)})
+    servers = McpServers(list(settings.mcp_servers), connect_timeout=5, retry_initial=60)
+    engine = await make_engine(tool_sources=[servers])  # starts them, without waiting
+    assert await servers.wait_ready(timeout=15)
+    assert "calc__add" in engine.tool_names()
+    assert not any(name.startswith("gone__") for name in engine.tool_names())
+    fake_mistral.enqueue(ToolCalls([ToolCall("calc__add", {"a": 2, "b": 40})]), Reply("It is 42."))
+    events = await collect(engine, asked("what is 2 + 40?"))
+    done = final(events)
+    assert isinstance(done, ReplyDone) and done.tools == ("calc__add",)
+    assert tool_messages(fake_mistral.requests[-1])[0]["content"] == "42"
+    assert "Asking calc (add)…" in [e.text for e in events if isinstance(e, ToolActivity)]
+    names = [t["function"]["name"] for t in fake_mistral.requests[0]["tools"]]
+    assert names[:3] == ["search_messages", "read_messages", "current_time"]
+    assert "calc__add" in names

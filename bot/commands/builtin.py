@@ -107,7 +107,8 @@ def _tools_is_private(call: Call) -> bool:
 
 
 def _line(label: str, totals: UsageTotals) -> str:
-    calls = f"{totals.calls:,} {'reply' if totals.calls == 1 else 'replies'}"
+    # A reply that used tools is several model calls; each is billed, so each is counted.
+    calls = f"{totals.calls:,} model {'call' if totals.calls == 1 else 'calls'}"
     return (
         f"• {label}: {calls}, {totals.prompt_tokens:,} tokens in / "
         f"{totals.completion_tokens:,} out, ${totals.cost_usd:.4f}"
