@@ -343,7 +343,7 @@ class ReplyPipeline:
             notice = f"({outcome.error.user_message})"
         emit(
             ReplyDone(
-                text="\n\n".join([*outcome.said, outcome.answer]),
+                text="\n\n".join(part for part in (*outcome.said, outcome.answer) if part),
                 thinking=outcome.thinking,
                 usage=_add(outcome.spent, usage),
                 cut_off=bool(notice),

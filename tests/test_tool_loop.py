@@ -19,6 +19,7 @@ from bot.types import (
     Message,
     Place,
     ReplyDone,
+    TextDelta,
     ToolActivity,
 )
 from tests.fakes.mistral import Reply, ToolCall, ToolCalls
@@ -237,3 +238,20 @@ async def test_an_mcp_servers_tool_answers_while_a_dead_server_is_skipped(
     names = [t["function"]["name"] for t in fake_mistral.requests[0]["tools"]]
     assert names[:3] == ["search_messages", "read_messages", "current_time"]
     assert "calc__add" in names
+
+
+async def test_text_written_before_a_call_stays_shown_and_replays(engine, fake_mistral):
+    fake_mistral.enqueue(
+        ToolCalls([ToolCall("current_time", {})], text="Let me check."),
+        Reply("It is daytime."),
+        Reply("Noted."),
+    )
+    events = await collect(engine, asked("is it day?"))
+    done = final(events)
+    assert isinstance(done, ReplyDone) and done.text == "Let me check.\n\nIt is daytime."
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == done.text
+    await collect(engine, asked("ok"))
+    replayed = fake_mistral.requests[-1]["messages"]
+    calling = next(m for m in replayed if m.get("tool_calls"))
+    assert calling["content"] == "Let me check."
+    assert replayed[-2] == {"role": "assistant", "content": "It is daytime."}
