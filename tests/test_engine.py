@@ -192,9 +192,9 @@ async def test_usage_counts_tokens_and_dollars(engine, fake_mistral):
     you = next(line for line in lines if line.startswith("• You"))
     assert "1,000,000 tokens in / 500,000 out, $0.4500" in you  # 0.15 + 0.30
     conversation = next(line for line in lines if "This conversation" in line)
-    assert "1 reply" in conversation
+    assert "1 model call" in conversation
     everyone = next(line for line in lines if "today" in line)
-    assert "2 replies" in everyone
+    assert "2 model calls" in everyone
 
 
 async def test_help_mentions_every_command_and_think(engine):
