@@ -1,16 +1,24 @@
 """Search latency: `Store.search` p50 / p99 at 10k, 100k and 1M stored messages.
 
 A team's history is generated straight into the store's database (bulk SQL, after the
-store created its schema): two spaces of 25 channels each, one in five private, threads
-under the channels and a few DMs; people's messages of 3-40 words with a Zipf-like word
-distribution, the bot's longer answers and some seeded copies, spread over two years.
-Then searches as the tools make them: 1-4 words drawn from the same distribution (now
-and then phrased as a question), asked from a public channel, a private channel or a DM,
-some with a place, author or time filter. Each search is timed from the call to the
-returned hits, through the store's own worker thread or connection pool.
+store created its schema; then the FTS index or GIN index is built in one go): two
+spaces of 25 channels each (busy ones and a quiet tail), one in five private, 8 threads
+per channel and 20 DMs; 200 people. Messages are 3-40 words, 35% stop words, the rest
+Zipf-Mandelbrot over 20k words (the commonest content word in ~3% of messages); 20% are
+the bot's longer answers and 3% seeded copies (neither is searchable); two years of it.
+
+Then searches as the tools make them: 1-4 words from the same distribution (15% phrased
+as a question), asked from a public channel (55%), a private one (25%) or a DM that
+reads one guild's public channels (20%); 10% with a place filter, 10% an author (an id
+or a first name, which several people share), 10% `after` 30 days ago, 5% `before` 180
+days ago; limit 5, 10 or 20. Each search is timed from the call to the returned hits,
+through the store's own worker thread or connection pool, after 50 warm-up searches.
 
     python -m bench.search [--sizes 10000,100000,1000000] [--queries 1000]
-                           [--backends sqlite,postgres] [--keep DIR]
+                           [--backends sqlite,postgres] [--keep DIR] [--no-rounds]
+
+Last, the engine's own overhead per tool round (bench/tool_round.py), without the
+model's or the tool's time.
 
 PostgreSQL is the machine's own (TEAMBOT_BENCH_POSTGRES_URL, default as in the tests);
 it is skipped with a message when it does not answer.
@@ -33,9 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import tool_round
 from bench.measure import pct
 from bot.store import INSERT_COLUMNS, PlaceInfo, Scope, SearchQuery, Store
-from bot.store.sqlite import FTS_SCHEMA, SQLiteStore
+from bot.store.sqlite import FTS_SCHEMA, SEARCHABLE, SQLiteStore
+
+FTS_INSERT_TRIGGER = next(s for s in FTS_SCHEMA if "TRIGGER messages_fts_insert" in s)
 
 POSTGRES_URL = os.environ.get(
     "TEAMBOT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -49,6 +60,7 @@ PEOPLE = 200
 DAY = 86400.0
 SPAN = 730 * DAY  # two years of history
 BATCH = 20_000
+COLUMNS = ("id", *INSERT_COLUMNS, "place")  # the place is the conversation's, as the store keeps it
 # Content words rank after the stop words (drawn separately): offset so, the commonest
 # of them ("release") is in ~3% of messages, as a busy topic is in a team's chat.
 CONTENT_RANK = 50
@@ -118,7 +130,7 @@ def team() -> Team:
 
 
 def history(count: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
-    """`count` message rows: id first, then `INSERT_COLUMNS`, oldest first."""
+    """`count` message rows, oldest first: `COLUMNS` (id, `INSERT_COLUMNS`, place)."""
     rng = random.Random(seed)
     words = vocabulary(rng)
     word_weights = zipf_weights(len(words), offset=CONTENT_RANK)
@@ -132,7 +144,7 @@ def history(count: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
         stops = iter(rng.choices(STOP, cum_weights=stop_weights, k=n * 30))
         for i in range(n):
             row_id = first + i + 1
-            conversation = where[i][0]
+            conversation, place = where[i]
             kind = rng.random()
             role = "assistant" if kind < 0.2 else "user"
             copied = 1 if 0.2 <= kind < 0.23 else 0
@@ -158,6 +170,7 @@ def history(count: int, seed: int = 7) -> Iterator[tuple[Any, ...]]:
                 start + SPAN * row_id / count,
                 copied,
                 None,
+                place,
             )
 
 
@@ -211,16 +224,15 @@ def load_sqlite(path: Path, count: int) -> None:
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("DROP TRIGGER messages_fts_insert")
     _places_and_conversations(conn.executemany, "?")
-    marks = ", ".join(["?"] * (len(INSERT_COLUMNS) + 1))
-    insert = f"INSERT INTO messages(id, {', '.join(INSERT_COLUMNS)}) VALUES ({marks})"
+    marks = ", ".join(["?"] * len(COLUMNS))
+    insert = f"INSERT INTO messages({', '.join(COLUMNS)}) VALUES ({marks})"
     rows = history(count)
     while batch := list(itertools.islice(rows, BATCH)):
         conn.executemany(insert, batch)
     conn.execute(
-        "INSERT INTO messages_fts(rowid, text) SELECT id, text FROM messages "
-        "WHERE role = 'user' AND copied = 0 AND platform_id IS NOT NULL"
+        f"INSERT INTO messages_fts(rowid, text) SELECT id, text FROM messages {SEARCHABLE}"
     )
-    conn.execute(FTS_SCHEMA[1])  # the insert trigger again
+    conn.execute(FTS_INSERT_TRIGGER)
     conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
     conn.commit()
     conn.execute("ANALYZE")
@@ -276,7 +288,7 @@ async def load_postgres(schema: str, count: int) -> None:
                 "VALUES (%s, 0, 0, %s)",
                 team().conversations,
             )
-        columns = sql.SQL(", ").join(map(sql.Identifier, ("id", *INSERT_COLUMNS)))
+        columns = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
         copy = sql.SQL("COPY messages ({}) FROM STDIN").format(columns)
         rows = history(count)
         async with conn.cursor() as cursor, cursor.copy(copy) as copier:
@@ -294,10 +306,21 @@ async def load_postgres(schema: str, count: int) -> None:
 # Measuring
 
 
-async def measure(store: Store, count: int) -> tuple[list[float], float, float]:
-    """Search latencies in ms, mean hits per search, share of searches with none."""
+Result = dict[str, list[float]]  # latencies in ms by filter ("all", "none", "place", ...)
+
+
+def _kind(query: SearchQuery) -> str:
+    if query.place:
+        return "place"
+    if query.author:
+        return "author"
+    return "after" if query.after else "before" if query.before else "none"
+
+
+async def measure(store: Store, count: int) -> tuple[Result, float, float]:
+    """Search latencies, mean hits per search, share of searches with none."""
     asked = queries(count + 50, time.time())
-    timings: list[float] = []
+    timings: Result = {"all": [], "none": [], "place": [], "author": [], "after": [], "before": []}
     hits = 0
     empty = 0
     for n, (scope, query) in enumerate(asked):
@@ -305,13 +328,14 @@ async def measure(store: Store, count: int) -> tuple[list[float], float, float]:
         found = await store.search(scope, query)
         elapsed = (time.perf_counter() - started) * 1000
         if n >= 50:  # the first ones warm the caches
-            timings.append(elapsed)
+            timings["all"].append(elapsed)
+            timings[_kind(query)].append(elapsed)
             hits += len(found)
             empty += not found
     return timings, hits / count, empty / count
 
 
-async def bench_sqlite(path: Path, count: int, searches: int) -> tuple[list[float], float, float]:
+async def bench_sqlite(path: Path, count: int, searches: int) -> tuple[Result, float, float]:
     started = time.perf_counter()
     await _create_sqlite(path)
     load_sqlite(path, count)
@@ -325,7 +349,7 @@ async def bench_sqlite(path: Path, count: int, searches: int) -> tuple[list[floa
         await store.aclose()
 
 
-async def bench_postgres(count: int, searches: int) -> tuple[list[float], float, float] | None:
+async def bench_postgres(count: int, searches: int) -> tuple[Result, float, float] | None:
     try:
         from bot.store.postgres import PostgresStore
 
@@ -354,13 +378,20 @@ async def _drop(schema: str) -> None:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def report(backend: str, size: int, result: tuple[list[float], float, float]) -> None:
+def report(backend: str, size: int, result: tuple[Result, float, float]) -> None:
     timings, hits, empty = result
+    every = timings["all"]
     print(
-        f"{backend:>9} {size:>10,}  {pct(timings, 0.5):>7.2f}  {pct(timings, 0.99):>7.2f}"
-        f"  {max(timings):>7.2f}  {hits:>9.1f}  {empty:>8.0%}",
+        f"{backend:>9} {size:>10,}  {pct(every, 0.5):>7.2f}  {pct(every, 0.99):>7.2f}"
+        f"  {max(every):>7.2f}  {hits:>9.1f}  {empty:>8.0%}",
         flush=True,
     )
+    kinds = ", ".join(
+        f"{kind} {pct(values, 0.5):.1f} / {pct(values, 0.99):.1f}"
+        for kind, values in timings.items()
+        if kind != "all"
+    )
+    print(f"{'':>21}p50 / p99 ms by filter: {kinds}", flush=True)
 
 
 def main() -> None:
@@ -369,6 +400,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--keep", help="build the SQLite files in DIR and leave them there")
+    parser.add_argument("--no-rounds", action="store_true", help="skip the tool-round figure")
     args = parser.parse_args()
     backends = args.backends.split(",")
     print(f"{'backend':>9} {'messages':>10}  {'p50 ms':>7}  {'p99 ms':>7}  {'max ms':>7}", end="")
@@ -384,6 +416,8 @@ def main() -> None:
             result = asyncio.run(bench_postgres(size, args.queries))
             if result is not None:
                 report("postgres", size, result)
+    if not args.no_rounds:
+        asyncio.run(tool_round.main(200, 4))
 
 
 if __name__ == "__main__":
