@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -44,9 +45,13 @@ M_COLUMNS = ", ".join(f"m.{column}" for column in COLUMNS.split(", "))
 # the rest, so they cost neither the tsvector nor index entries.
 _SEARCHABLE_ROW = "{0}role = 'user' AND {0}copied = 0 AND {0}platform_id IS NOT NULL"
 SEARCHABLE = _SEARCHABLE_ROW.format("")
-INSERT_MESSAGE = "INSERT INTO messages({}) VALUES ({}) ON CONFLICT DO NOTHING RETURNING id".format(
-    ", ".join(INSERT_COLUMNS), ", ".join(["%s"] * len(INSERT_COLUMNS))
-)
+# A message takes its conversation's place (kept equal by a trigger, see m002); the last
+# parameter is the conversation again.
+INSERT_MESSAGE = (
+    "INSERT INTO messages({}, place) "
+    "VALUES ({}, (SELECT place FROM conversations WHERE key = %s)) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+).format(", ".join(INSERT_COLUMNS), ", ".join(["%s"] * len(INSERT_COLUMNS)))
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -99,7 +104,39 @@ MIGRATIONS: list[tuple[str, str]] = [
         -- `places` row their visibility is unknown, so only that channel itself reads them.
         UPDATE conversations SET place = array_to_string((string_to_array(key, ':'))[1:3], ':');
         CREATE INDEX idx_conversations_place ON conversations(place);
-        -- Adding the column computes it for every existing row.
+        -- `messages.place` repeats its conversation's place, so search filters by place
+        -- without a join, and the planner sees how many messages a place holds.
+        ALTER TABLE messages ADD COLUMN place TEXT;
+        UPDATE messages m SET place = c.place FROM conversations c WHERE c.key = m.conversation;
+        CREATE INDEX idx_messages_place ON messages(place);
+        CREATE FUNCTION teambot_conversation_place() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE messages SET place = NEW.place WHERE conversation = NEW.key;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER conversations_place AFTER UPDATE OF place ON conversations
+            FOR EACH ROW WHEN (NEW.place IS DISTINCT FROM OLD.place)
+            EXECUTE FUNCTION teambot_conversation_place();
+        -- Who wrote searchable messages, under every name they had: an author filter
+        -- finds their ids here and their messages through the index.
+        CREATE TABLE authors (
+            author_id TEXT NOT NULL, author_name TEXT NOT NULL,
+            PRIMARY KEY (author_id, author_name));
+        INSERT INTO authors SELECT DISTINCT coalesce(author_id, ''), coalesce(author_name, '')
+            FROM messages WHERE {SEARCHABLE};
+        CREATE FUNCTION teambot_note_author() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO authors VALUES (coalesce(NEW.author_id, ''), coalesce(NEW.author_name, ''))
+                ON CONFLICT DO NOTHING;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER authors_insert AFTER INSERT ON messages FOR EACH ROW
+            WHEN (NEW.role = 'user' AND NEW.copied = 0 AND NEW.platform_id IS NOT NULL)
+            EXECUTE FUNCTION teambot_note_author();
+        CREATE INDEX idx_messages_author ON messages(author_id);
+        CREATE INDEX idx_messages_created ON messages(created_at, id);
+        -- Adding the column computes it for every existing row (and rewrites the table,
+        -- which also drops the dead rows the updates above left).
         ALTER TABLE messages ADD COLUMN tsv tsvector GENERATED ALWAYS AS (
             CASE WHEN {SEARCHABLE} THEN to_tsvector('english', coalesce(text, '')) END) STORED;
         CREATE INDEX idx_messages_tsv ON messages USING GIN (tsv) WHERE tsv IS NOT NULL;
@@ -107,8 +144,15 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
 ]
 EVENT_TTL_SECONDS = 7 * 24 * 3600
-import os
-SEARCH_SETTINGS = [x for x in os.environ.get("XS", "").split(";") if x]
+# Planner settings for search only. Its rows are in cache far more often than the
+# default random_page_cost (4, for spinning disks) assumes; with it the planner walks
+# the newest messages checking each tsvector where the GIN index would fetch a few
+# hundred rows. Parallel workers and JIT cost more to start than these bounded queries
+# take. `set_config(..., true)` is SET LOCAL: it ends with the search's transaction.
+SEARCH_SETTINGS = (
+    "SELECT set_config('random_page_cost', '1.1', true), "
+    "set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)"
+)
 
 
 class PostgresStore:
@@ -214,7 +258,7 @@ class PostgresStore:
             "ON CONFLICT DO NOTHING",
             [message.conversation, now],
         )
-        cursor = await conn.execute(INSERT_MESSAGE, message.values(now))
+        cursor = await conn.execute(INSERT_MESSAGE, [*message.values(now), message.conversation])
         row = await cursor.fetchone()
         return int(row["id"]) if row else None
 
@@ -480,33 +524,80 @@ class PostgresStore:
             return []
         now = time.time()
         wanted = hits_wanted(query)
-        # All the terms first; plainto_tsquery reads no syntax, so any text is safe.
-        every = "plainto_tsquery('english', %(all_terms)s)"
-        params: dict[str, Any] = {"all_terms": " ".join(terms)}
-        hits = await self._search_pass(scope, query, every, params, 1.0, wanted, [], now)
-        if len(hits) < wanted and len(terms) > 1:  # fill up with messages having any term
-            any_term = " || ".join(
-                f"plainto_tsquery('english', %(term{n})s)" for n in range(len(terms))
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(SEARCH_SETTINGS)
+            where = await self._search_filter(conn, scope, query)
+            if where is None:
+                return []
+            # All the terms first; plainto_tsquery reads no syntax, so any text is safe.
+            every = "plainto_tsquery('english', %(all_terms)s)"
+            where.params["all_terms"] = " ".join(terms)
+            hits = await self._search_pass(conn, where, every, 1.0, wanted, [], now)
+            if len(hits) < wanted and len(terms) > 1:  # fill up: messages with any term
+                any_term = " || ".join(
+                    f"plainto_tsquery('english', %(term{n})s)" for n in range(len(terms))
+                )
+                where.params |= {f"term{n}": term for n, term in enumerate(terms)}
+                found = [hit.message.id for hit in hits]
+                hits += await self._search_pass(
+                    conn, where, f"({any_term})", 0.0, wanted - len(hits), found, now
+                )
+            return hits
+
+    async def _search_filter(
+        self, conn: AsyncConnection[dict[str, Any]], scope: Scope, query: SearchQuery
+    ) -> _Where | None:
+        """The conditions a hit meets (on `m`), or None when nothing can meet them.
+
+        Places and authors are looked up first, so the planner sees the very values
+        (and from its statistics, how many messages they hold) when it plans the search.
+        """
+        readable, params = self._readable(scope, "key")
+        cursor = await conn.execute(f"SELECT key FROM places WHERE {readable}", params)
+        places = [scope.place] if scope.place else []
+        places += [row["key"] for row in await cursor.fetchall() if row["key"] != scope.place]
+        if query.place is not None:
+            places = [place for place in places if place == query.place]
+        if not places:
+            return None
+        where = _Where([_SEARCHABLE_ROW.format("m."), "m.place = ANY(%(places)s)"], {})
+        where.params["places"] = places
+        if query.author:
+            cursor = await conn.execute(
+                "SELECT DISTINCT author_id FROM authors WHERE author_id = %(author)s "
+                "OR strpos(lower(author_name), lower(%(author)s)) > 0",
+                {"author": query.author},
             )
-            params = {f"term{n}": term for n, term in enumerate(terms)}
-            found = [hit.message.id for hit in hits]
-            hits += await self._search_pass(
-                scope, query, f"({any_term})", params, 0.0, wanted - len(hits), found, now
+            author_ids = [row["author_id"] for row in await cursor.fetchall()]
+            if not author_ids:
+                return None
+            where.add(
+                "m.author_id = ANY(%(author_ids)s) AND (m.author_id = %(author)s "
+                "OR strpos(lower(m.author_name), lower(%(author)s)) > 0)",
+                author_ids=author_ids,
+                author=query.author,
             )
-        return hits
+        if query.after is not None:
+            where.add("m.created_at > %(after)s", after=query.after)
+        if query.before is not None:
+            where.add("m.created_at < %(before)s", before=query.before)
+        return where
 
     async def _search_pass(
         self,
-        scope: Scope,
-        query: SearchQuery,
+        conn: AsyncConnection[dict[str, Any]],
+        where: _Where,
         tsquery: str,
-        params: dict[str, Any],
         tier: float,
         wanted: int,
         exclude: list[int],
         now: float,
     ) -> list[Hit]:
-        """One query: the best `wanted` of the newest CANDIDATES readable matches.
+        """One query: the best `wanted` of the newest CANDIDATES matches in `where`.
+
+        Newest by time, not id, so that a `before` filter starts the walk through the
+        time index right there, rather than skipping every newer match first (the
+        planner cannot know that ids grow with time).
 
         score = tier + relevance / best relevance among the candidates
                      / (1 + age / RECENCY_SECONDS)
@@ -514,70 +605,44 @@ class PostgresStore:
         `tier` is 1 for hits with every term and 0 for the any-term fill-up, so all-terms
         hits always rank first. The same formula as the SQLite backend's.
         """
-        readable, scope_params = self._readable(scope, "c.place")
-        params = params | scope_params
-        params |= {"tier": tier, "now": now, "wanted": wanted}
-        params |= {"candidates": CANDIDATES, "recency": RECENCY_SECONDS}
-        where = [f"m.tsv @@ {tsquery}", _SEARCHABLE_ROW.format("m."), readable]
-        if query.place is not None:
-            where.append("c.place = %(place)s")
-            params["place"] = query.place
-        if query.author:
-            where.append(
-                "(m.author_id = %(author)s OR strpos(lower(m.author_name), lower(%(author)s)) > 0)"
-            )
-            params["author"] = query.author
-        if query.after is not None:
-            where.append("m.created_at > %(after)s")
-            params["after"] = query.after
-        if query.before is not None:
-            where.append("m.created_at < %(before)s")
-            params["before"] = query.before
+        conditions = " AND ".join([f"m.tsv @@ {tsquery}", *where.conditions])
         if exclude:
-            where.append("NOT (m.id = ANY(%(exclude)s))")
-            params["exclude"] = exclude
-        rows = await self._search_rows(
+            conditions += " AND NOT (m.id = ANY(%(exclude)s))"
+        params = where.params | {"exclude": exclude, "tier": tier, "now": now}
+        params |= {"wanted": wanted, "candidates": CANDIDATES, "recency": RECENCY_SECONDS}
+        # Never a prepared statement: a generic plan would not see the words and places,
+        # and the planner needs them to choose between the GIN index and walking the
+        # newest messages.
+        cursor = await conn.execute(
             f"""
             WITH candidates AS (
                 SELECT m.id, m.created_at, ts_rank(m.tsv, {tsquery}) AS relevance
-                FROM messages m JOIN conversations c ON c.key = m.conversation
-                WHERE {" AND ".join(where)}
-                ORDER BY m.id DESC LIMIT %(candidates)s
+                FROM messages m WHERE {conditions}
+                ORDER BY m.created_at DESC, m.id DESC LIMIT %(candidates)s
             ), ranked AS (
                 SELECT id, %(tier)s + relevance / greatest(max(relevance) OVER (), 1e-9)
                     / (1.0 + greatest(%(now)s - created_at, 0.0) / %(recency)s) AS score
                 FROM candidates ORDER BY score DESC, id DESC LIMIT %(wanted)s
             )
-            SELECT {M_COLUMNS}, r.score, c.place AS place_key, p.name AS place_name,
+            SELECT {M_COLUMNS}, r.score, m.place AS place_key, p.name AS place_name,
                 p.visibility AS place_visibility,
                 ts_headline('english', m.text, {tsquery},
                     'StartSel=**, StopSel=**, MaxWords=30, MinWords=12, ShortWord=2')
                     AS snippet
             FROM ranked r
             JOIN messages m ON m.id = r.id
-            JOIN conversations c ON c.key = m.conversation
-            LEFT JOIN places p ON p.key = c.place
+            LEFT JOIN places p ON p.key = m.place
             ORDER BY r.score DESC, m.id DESC
             """,
             params,
+            prepare=False,
         )
-        return [_hit(row) for row in rows]
-
-    async def _search_rows(self, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn, conn.transaction():
-            for setting in SEARCH_SETTINGS:
-                await conn.execute(setting)
-            # Never a prepared statement: a generic plan would not see the tsquery's
-            # words, and the planner needs them to choose between the GIN index and
-            # walking the newest messages.
-            cursor = await conn.execute(query, params, prepare=False)
-            return await cursor.fetchall()
+        return [_hit(row) for row in await cursor.fetchall()]
 
     async def locate(self, scope: Scope, prefix: str, platform_id: str) -> StoredMessage | None:
-        readable, params = self._readable(scope, "c.place")
+        readable, params = self._readable(scope, "m.place")
         rows = await self._all(
-            f"SELECT {M_COLUMNS} FROM messages m JOIN conversations c ON c.key = m.conversation "
-            f"WHERE m.platform_id = %(platform_id)s "
+            f"SELECT {M_COLUMNS} FROM messages m WHERE m.platform_id = %(platform_id)s "
             f"AND starts_with(m.conversation, %(prefix)s) AND {readable} "
             f"ORDER BY m.copied, m.id LIMIT 1",
             params | {"platform_id": platform_id, "prefix": prefix},
@@ -649,6 +714,18 @@ class PostgresStore:
 
 
 MAX_CONTEXT = 200
+
+
+@dataclass
+class _Where:
+    """SQL conditions joined by AND, and their named parameters."""
+
+    conditions: list[str]
+    params: dict[str, Any]
+
+    def add(self, condition: str, **params: Any) -> None:
+        self.conditions.append(condition)
+        self.params |= params
 
 
 def _clamp_context(count: int) -> int:

@@ -36,9 +36,12 @@ T = TypeVar("T")
 EVENT_TTL_SECONDS = 7 * 24 * 3600  # Slack retries for minutes; replays after reconnects are rarer
 
 POSITION = "coalesce(reply_to, id)"
-INSERT_MESSAGE = "INSERT OR IGNORE INTO messages({}) VALUES ({})".format(
-    ", ".join(INSERT_COLUMNS), ", ".join(["?"] * len(INSERT_COLUMNS))
-)
+# A message takes its conversation's place (see PLACE_TRIGGER); the last parameter is
+# the conversation again.
+INSERT_MESSAGE = (
+    "INSERT OR IGNORE INTO messages({}, place) "
+    "VALUES ({}, (SELECT place FROM conversations WHERE key = ?))"
+).format(", ".join(INSERT_COLUMNS), ", ".join(["?"] * len(INSERT_COLUMNS)))
 
 migrations = Migrations("teambot")
 
@@ -135,6 +138,13 @@ FTS_SCHEMA = (
 )
 
 
+# `messages.place` repeats its conversation's place, so search filters and indexes by
+# place without a join per match. Kept equal here; messages are inserted with it.
+PLACE_TRIGGER = (
+    "CREATE TRIGGER conversations_place AFTER UPDATE OF place ON conversations "
+    "WHEN new.place IS NOT old.place BEGIN "
+    "UPDATE messages SET place = new.place WHERE conversation = new.key; END"
+)
 AUTHORS_TRIGGER = (
     f"CREATE TRIGGER authors_insert AFTER INSERT ON messages "
     f"WHEN {_SEARCHABLE_ROW.format('new')} BEGIN "
@@ -237,6 +247,13 @@ def m002_places_and_search(db: Database) -> None:
         [(":".join(key.split(":")[:3]), key) for key in keys],
     )
     db.execute("CREATE INDEX idx_conversations_place ON conversations(place)")
+    db.execute("ALTER TABLE messages ADD COLUMN place TEXT")
+    db.execute(
+        "UPDATE messages SET place = "
+        "(SELECT c.place FROM conversations c WHERE c.key = messages.conversation)"
+    )
+    db.execute("CREATE INDEX idx_messages_place ON messages(place)")
+    db.execute(PLACE_TRIGGER)
     for statement in FTS_SCHEMA:
         db.execute(statement)
     # Who wrote searchable messages, under every name they had: an author filter finds
@@ -307,7 +324,7 @@ class SQLiteStore:
     def _insert(self, message: NewMessage, now: float) -> int | None:
         """Within a transaction: insert `message`; its id, or None on a platform id clash."""
         self._ensure_conversation(message.conversation, now)
-        cursor = self.db.execute(INSERT_MESSAGE, message.values(now))
+        cursor = self.db.execute(INSERT_MESSAGE, [*message.values(now), message.conversation])
         return cursor.lastrowid if cursor.rowcount else None
 
     def _add_message(self, message: NewMessage) -> int | None:
@@ -645,6 +662,13 @@ class SQLiteStore:
         return await self._run(self._places, scope)
 
     def _search(self, scope: Scope, query: SearchQuery, now: float) -> list[Hit]:
+        """Every term first, then any term to fill up to the limit.
+
+        Each pass walks the FTS5 matches newest first (FTS5 keeps them in id order, and
+        stops at the LIMIT), checking each against the scope and filters, and ranks the
+        first CANDIDATES. Filters too narrow to meet often while walking are turned into
+        a set of ids (`_narrow`) or a starting id (`_bound_after`) first.
+        """
         terms = search_terms(query.text)
         if not terms:
             return []
@@ -672,14 +696,14 @@ class SQLiteStore:
         return own + [row["key"] for row in rows if row["key"] != scope.place]
 
     def _search_filter(self, scope: Scope, query: SearchQuery) -> _Where | None:
-        """The conditions a hit meets (on `m`, `c`), or None when nothing can meet them."""
+        """The conditions a hit meets (on `m`), or None when nothing can meet them."""
         places = self._readable_places(scope)
         if query.place is not None:
             places = [place for place in places if place == query.place]
         if not places:
             return None
         where = _Where([_SEARCHABLE_ROW.format("m")], {})
-        where.add(f"c.place IN ({where.marks('place', places)})")
+        where.add(f"m.place IN ({where.marks('place', places)})")
         author_ids = ""
         if query.author:
             # The authors' ids first: a set lookup per match is cheaper than folding the
@@ -701,10 +725,7 @@ class SQLiteStore:
             where.add("m.created_at > :after", after=query.after)
             if not self._bound_after(where):
                 return None
-        place_ids = (
-            "SELECT m.id FROM conversations c JOIN messages m ON m.conversation = c.key "
-            f"WHERE c.place IN ({where.marks('place', places)})"
-        )
+        place_ids = f"SELECT id FROM messages WHERE place IN ({where.marks('place', places)})"
         return self._narrow(where, [place_ids, author_ids])
 
     def _bound_after(self, where: _Where) -> bool:
@@ -738,9 +759,8 @@ class SQLiteStore:
         """
         best: tuple[int, str] | None = None
         for ids in filter(None, id_queries):
-            count = self._rows(f"SELECT count(*) AS n FROM ({ids} LIMIT {NARROW})", where.params)[
-                0
-            ]["n"]
+            counted = self._rows(f"SELECT count(*) AS n FROM ({ids} LIMIT {NARROW})", where.params)
+            count = int(counted[0]["n"])
             if count == 0:
                 return None
             if count < NARROW and (best is None or count < best[0]):
@@ -770,9 +790,7 @@ class SQLiteStore:
             f"""
             WITH candidates AS (
                 SELECT m.id, m.created_at, -bm25(messages_fts) AS relevance
-                FROM messages_fts
-                JOIN messages m ON m.id = messages_fts.rowid
-                JOIN conversations c ON c.key = m.conversation
+                FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
                 WHERE messages_fts MATCH :match AND {conditions}
                 ORDER BY messages_fts.rowid DESC LIMIT :candidates
             ), ranked AS (
@@ -780,14 +798,13 @@ class SQLiteStore:
                     / (1.0 + max(:now - created_at, 0.0) / :recency) AS score
                 FROM candidates ORDER BY score DESC, id DESC LIMIT :wanted
             )
-            SELECT m.*, r.score, c.place AS place_key, p.name AS place_name,
+            SELECT m.*, r.score, m.place AS place_key, p.name AS place_name,
                 p.visibility AS place_visibility,
                 (SELECT snippet(messages_fts, 0, '**', '**', '…', 24) FROM messages_fts
                  WHERE messages_fts MATCH :match AND messages_fts.rowid = m.id) AS snippet
             FROM ranked r
             JOIN messages m ON m.id = r.id
-            JOIN conversations c ON c.key = m.conversation
-            LEFT JOIN places p ON p.key = c.place
+            LEFT JOIN places p ON p.key = m.place
             ORDER BY r.score DESC, m.id DESC
             """,
             params,
@@ -795,10 +812,9 @@ class SQLiteStore:
         return [_hit(row) for row in rows]
 
     def _locate(self, scope: Scope, prefix: str, platform_id: str) -> StoredMessage | None:
-        readable, params = self._readable(scope, "c.place")
+        readable, params = self._readable(scope, "m.place")
         rows = self._rows(
-            f"SELECT m.* FROM messages m JOIN conversations c ON c.key = m.conversation "
-            f"WHERE m.platform_id = :platform_id "
+            f"SELECT m.* FROM messages m WHERE m.platform_id = :platform_id "
             f"AND substr(m.conversation, 1, length(:prefix)) = :prefix AND {readable} "
             f"ORDER BY m.copied, m.id LIMIT 1",
             params | {"platform_id": platform_id, "prefix": prefix},
