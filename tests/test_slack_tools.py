@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import json
 
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack import places
+from bot.types import PRIVATE, PUBLIC
 from tests.fakes.mistral import FakeMistral, Reply, ToolCall, ToolCalls
 from tests.fakes.slack.fixtures import fake_slack_fixture, slack_fixture  # noqa: F401
 from tests.fakes.slack.harness import Harness
@@ -76,3 +80,25 @@ async def test_a_private_channel_and_a_dm_stay_out_of_other_conversations(
     await slack.reply_in("G1", inside)
     assert "zebra-private-roadmap" in tool_results(fake_mistral.requests[-1])[0]
     assert "zebra-dm-salary" not in json.dumps(fake_mistral.requests[before:])
+
+
+async def test_channel_lookups_stay_under_slacks_limit_and_fail_closed(fake_slack) -> None:
+    for n in range(places.LOOKUPS_PER_MINUTE + 5):
+        fake_slack.add_channel(f"C{100 + n}")
+    fake_slack.add_channel("G1", "group")
+    client = AsyncWebClient(token=fake_slack.bot_token, base_url=fake_slack.api_url)
+    channels = places.Channels(client)
+    looked_up = [await channels.place(f"C{100 + n}") for n in range(places.LOOKUPS_PER_MINUTE)]
+    assert all(p is not None and p.visibility == PUBLIC for p in looked_up)
+    assert looked_up[0] is not None and looked_up[0].name == "c100"
+    # Over the budget: no call, and the channel counts as private (None) until it can be asked.
+    assert await channels.place(f"C{100 + places.LOOKUPS_PER_MINUTE}") is None
+    assert fake_slack.count("conversations.info") == places.LOOKUPS_PER_MINUTE
+    assert fake_slack.count("conversations.info", ok=False) == 0
+    # An event's own channel_type still says who can read it, without a call.
+    seen = await channels.place("G1", "group")
+    assert seen is not None and seen.visibility == PRIVATE
+    assert fake_slack.count("conversations.info") == places.LOOKUPS_PER_MINUTE
+    # A cached channel costs nothing.
+    assert await channels.place("C100") == looked_up[0]
+    assert fake_slack.count("conversations.info") == places.LOOKUPS_PER_MINUTE

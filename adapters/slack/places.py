@@ -1,8 +1,11 @@
 """Who can read a Slack conversation: conversations.info, cached for a few minutes.
 
-Tools decide what an asker may read by the visibility recorded here, so a cached
-answer is kept only briefly: a channel made private stops counting as public within
-MAX_AGE_S. An event's own `channel_type` is fresher than the cache and wins.
+Tools decide what an asker may read by the visibility recorded here, so a cached answer
+is kept only briefly: a channel made private stops counting as public within MAX_AGE_S.
+An event's own `channel_type` is fresher than any cache and wins; then only the
+channel's name is looked up, in the background. An answer never waits long for a
+lookup (WAIT_S), and lookups stay under conversations.info's limit: a channel that could
+not be looked up counts as private to its own conversations until it can.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -19,6 +23,8 @@ from bot.types import DM, PRIVATE, PUBLIC, Place
 log = logging.getLogger("teambot.slack")
 
 MAX_AGE_S = 600.0
+WAIT_S = 1.0  # the longest a question waits for a lookup
+LOOKUPS_PER_MINUTE = 40  # conversations.info allows 50 a minute per workspace
 DIRECT = ("im", "mpim")
 
 
@@ -28,25 +34,46 @@ class Channels:
         self._max_age = max_age
         self._cache: dict[str, tuple[Place | None, float]] = {}
         self._pending: dict[str, asyncio.Future[Place | None]] = {}
+        self._recent: deque[float] = deque()  # when the last minute's lookups started
 
     async def place(self, channel: str, channel_type: str = "") -> Place | None:
-        """The channel's place; None when Slack would not say (then it counts as private
-        to its own conversations)."""
+        """The channel's place; None when it is not known in time (then it counts as
+        private to its own conversations)."""
         if channel_type in DIRECT or (not channel_type and channel.startswith("D")):
             return Place(channel, "", DM)
         cached = self._cache.get(channel)
-        if cached is None or time.monotonic() - cached[1] > self._max_age:
-            pending = self._pending.get(channel)
-            if pending is None:
-                pending = self._pending[channel] = asyncio.ensure_future(self._lookup(channel))
-                pending.add_done_callback(lambda _: self._pending.pop(channel, None))
-            found = await asyncio.shield(pending)
-        else:
-            found = cached[0]
-        if found is not None and channel_type:
-            fresh = PRIVATE if channel_type == "group" else PUBLIC
-            found = Place(found.id, found.name, fresh)
+        fresh = cached is not None and time.monotonic() - cached[1] <= self._max_age
+        known = found = cached[0] if cached is not None else None
+        if not fresh:
+            lookup = self._lookup_soon(channel)
+            found = await self._wait(lookup) if lookup is not None else None
+        if channel_type:  # the visibility is known; a stale name beats none
+            named = found or known
+            name = named.name if named is not None else ""
+            return Place(channel, name, PRIVATE if channel_type == "group" else PUBLIC)
         return found
+
+    @staticmethod
+    async def _wait(lookup: asyncio.Future[Place | None]) -> Place | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(lookup), WAIT_S)
+        except TimeoutError:
+            return None
+
+    def _lookup_soon(self, channel: str) -> asyncio.Future[Place | None] | None:
+        """The lookup of `channel` under way, or a new one if the budget allows."""
+        pending = self._pending.get(channel)
+        if pending is not None:
+            return pending
+        now = time.monotonic()
+        while self._recent and now - self._recent[0] > 60:
+            self._recent.popleft()
+        if len(self._recent) >= LOOKUPS_PER_MINUTE:
+            return None
+        self._recent.append(now)
+        pending = self._pending[channel] = asyncio.ensure_future(self._lookup(channel))
+        pending.add_done_callback(lambda _: self._pending.pop(channel, None))
+        return pending
 
     async def _lookup(self, channel: str) -> Place | None:
         try:

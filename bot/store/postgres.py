@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -28,23 +27,27 @@ from bot.store import (
     UsageRow,
     UsageTotals,
 )
-from bot.store.sqlite import (
+from bot.store.search import (
     CANDIDATES,
     RECENCY_SECONDS,
+    SEARCHABLE_ROW,
+    Where,
+    clamp_context,
+    hit_from_row,
     hits_wanted,
+    place_values,
     readable_spaces,
     search_terms,
-    trim_snippet,
+    searched_places,
 )
 
 POSITION = "coalesce(reply_to, id)"
 # Every column but `tsv`, which only search reads (and which is large to send).
 COLUMNS = ", ".join(("id", *INSERT_COLUMNS, "updated_at"))
 M_COLUMNS = ", ".join(f"m.{column}" for column in COLUMNS.split(", "))
-# Only people's own messages are searched (see bot/store/sqlite.py); `tsv` is NULL for
-# the rest, so they cost neither the tsvector nor index entries.
-_SEARCHABLE_ROW = "{0}role = 'user' AND {0}copied = 0 AND {0}platform_id IS NOT NULL"
-SEARCHABLE = _SEARCHABLE_ROW.format("")
+# Only searchable rows (see SEARCHABLE_ROW) have a `tsv`; it is NULL for the rest, so
+# they cost neither the tsvector nor index entries.
+SEARCHABLE = SEARCHABLE_ROW.format("")
 # A message takes its conversation's place (kept equal by a trigger, see m002); the last
 # parameter is the conversation again.
 INSERT_MESSAGE = (
@@ -131,7 +134,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             RETURN NULL;
         END $$;
         CREATE TRIGGER authors_insert AFTER INSERT ON messages FOR EACH ROW
-            WHEN (NEW.role = 'user' AND NEW.copied = 0 AND NEW.platform_id IS NOT NULL)
+            WHEN ({SEARCHABLE_ROW.format("NEW.")})
             EXECUTE FUNCTION teambot_note_author();
         CREATE INDEX idx_messages_author ON messages(author_id);
         CREATE INDEX idx_messages_created ON messages(created_at, id);
@@ -476,14 +479,7 @@ class PostgresStore:
                 "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
                 "name = EXCLUDED.name, visibility = EXCLUDED.visibility, "
                 "updated_at = EXCLUDED.updated_at",
-                [
-                    place.key,
-                    _field(place.key, 0),
-                    _field(place.key, 1),
-                    place.name,
-                    place.visibility,
-                    now,
-                ],
+                place_values(place, now),
             )
             await conn.execute(
                 "INSERT INTO conversations(key, created_at, window_start, place) "
@@ -546,7 +542,7 @@ class PostgresStore:
 
     async def _search_filter(
         self, conn: AsyncConnection[dict[str, Any]], scope: Scope, query: SearchQuery
-    ) -> _Where | None:
+    ) -> Where | None:
         """The conditions a hit meets (on `m`), or None when nothing can meet them.
 
         Places and authors are looked up first, so the planner sees the very values
@@ -554,13 +550,11 @@ class PostgresStore:
         """
         readable, params = self._readable(scope, "key")
         cursor = await conn.execute(f"SELECT key FROM places WHERE {readable}", params)
-        places = [scope.place] if scope.place else []
-        places += [row["key"] for row in await cursor.fetchall() if row["key"] != scope.place]
-        if query.place is not None:
-            places = [place for place in places if place == query.place]
+        rows = await cursor.fetchall()
+        places = searched_places(scope, query, (row["key"] for row in rows))
         if not places:
             return None
-        where = _Where([_SEARCHABLE_ROW.format("m."), "m.place = ANY(%(places)s)"], {})
+        where = Where([SEARCHABLE_ROW.format("m."), "m.place = ANY(%(places)s)"], {})
         where.params["places"] = places
         if query.author:
             cursor = await conn.execute(
@@ -586,7 +580,7 @@ class PostgresStore:
     async def _search_pass(
         self,
         conn: AsyncConnection[dict[str, Any]],
-        where: _Where,
+        where: Where,
         tsquery: str,
         tier: float,
         wanted: int,
@@ -599,11 +593,8 @@ class PostgresStore:
         time index right there, rather than skipping every newer match first (the
         planner cannot know that ids grow with time).
 
-        score = tier + relevance / best relevance among the candidates
-                     / (1 + age / RECENCY_SECONDS)
-        relevance is ts_rank; the decay halves a hit's weight at 30 days, a third at 60.
-        `tier` is 1 for hits with every term and 0 for the any-term fill-up, so all-terms
-        hits always rank first. The same formula as the SQLite backend's.
+        Ranked by the score in bot/store/search.py; relevance is ts_rank. `tier` is 1 for
+        the all-terms pass, 0 for the any-term fill-up.
         """
         conditions = " AND ".join([f"m.tsv @@ {tsquery}", *where.conditions])
         if exclude:
@@ -637,7 +628,7 @@ class PostgresStore:
             params,
             prepare=False,
         )
-        return [_hit(row) for row in await cursor.fetchall()]
+        return [hit_from_row(row) for row in await cursor.fetchall()]
 
     async def locate(self, scope: Scope, prefix: str, platform_id: str) -> StoredMessage | None:
         readable, params = self._readable(scope, "m.place")
@@ -669,7 +660,7 @@ class PostgresStore:
     ) -> list[StoredMessage]:
         if not await self._may_read(scope, conversation):
             return []
-        before, after = _clamp_context(before), _clamp_context(after)
+        before, after = clamp_context(before), clamp_context(after)
         if message_id is not None:
             pivot = await self._all(
                 f"SELECT {POSITION} AS position, id FROM messages "
@@ -711,37 +702,3 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         await self.pool.close()
-
-
-MAX_CONTEXT = 200
-
-
-@dataclass
-class _Where:
-    """SQL conditions joined by AND, and their named parameters."""
-
-    conditions: list[str]
-    params: dict[str, Any]
-
-    def add(self, condition: str, **params: Any) -> None:
-        self.conditions.append(condition)
-        self.params |= params
-
-
-def _clamp_context(count: int) -> int:
-    """How many messages `around` reads on one side: 0 to MAX_CONTEXT."""
-    return max(0, min(MAX_CONTEXT, count))
-
-
-def _field(key: str, n: int) -> str:
-    parts = key.split(":")
-    return parts[n] if len(parts) > n else ""
-
-
-def _hit(row: dict[str, Any]) -> Hit:
-    """A search row: the message's columns plus score, snippet and its place's."""
-    place = PlaceInfo(
-        row["place_key"], row["place_name"] or "", row["place_visibility"] or "private"
-    )
-    snippet = trim_snippet(row["snippet"], row["text"])
-    return Hit(StoredMessage.from_row(row), place, snippet, float(row["score"]))

@@ -7,11 +7,9 @@ writer thread also serialises writes, which is what SQLite wants anyway.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +28,19 @@ from bot.store import (
     UsageRow,
     UsageTotals,
 )
+from bot.store.search import (
+    CANDIDATES,
+    RECENCY_SECONDS,
+    SEARCHABLE_ROW,
+    Where,
+    clamp_context,
+    hit_from_row,
+    hits_wanted,
+    place_values,
+    readable_spaces,
+    search_terms,
+    searched_places,
+)
 from bot.store.worker import SerialWorker
 
 T = TypeVar("T")
@@ -45,76 +56,18 @@ INSERT_MESSAGE = (
 
 migrations = Migrations("teambot")
 
-# Search. The PostgreSQL backend reads queries with the same helpers, so a query finds
-# the same words on both.
-MAX_TERMS = 16  # a pasted page is not a query: its first distinct words are
-MAX_TERM_CHARS = 64  # longer "words" are pasted ids or base64, not what people look for
-MAX_HITS = 50
-# Each query ranks only the newest CANDIDATES readable matches, so a common word costs
-# the same as a rare one; with recency in the score, older matches rarely make the cut.
-CANDIDATES = 200
+# Search: SQLite's own settings (what both backends share is in bot/store/search.py).
 # Under a filter holding fewer messages than this, search collects its ids first (see
 # `SQLiteStore._narrow`); above it, matches are frequent enough to be found walking.
 NARROW = 30_000
 # Above this many messages after an `after` time, bounding the walk costs more than it saves.
 RECENT = 100_000
 MMAP_BYTES = 1 << 30
-RECENCY_SECONDS = 30 * 86400.0  # a hit this old counts half as much as one from today
-SNIPPET_CHARS = 200
-_WORD = re.compile(r"\w+")
-# PostgreSQL's 'english' stop words: dropped from queries on both backends, so a question
-# phrased in words ("what did we decide about the release") searches for what it is about.
-STOPWORDS = frozenset(
-    """i me my myself we our ours ourselves you your yours yourself yourselves he him his
-    himself she her hers herself it its itself they them their theirs themselves what which
-    who whom this that these those am is are was were be been being have has had having do
-    does did doing a an the and but if or because as until while of at by for with about
-    against between into through during before after above below to from up down in out on
-    off over under again further then once here there when where why how all any both each
-    few more most other some such no nor not only own same so than too very s t can will
-    just don should now""".split()
-)
 
 
-def search_terms(text: str) -> list[str]:
-    """The words of `text` to search for: lower case, no stop words, each once, in order.
-
-    Only runs of letters and digits survive, so nothing in `text` is ever query syntax.
-    """
-    terms: list[str] = []
-    for word in _WORD.findall(text.lower()):
-        if word not in STOPWORDS and len(word) <= MAX_TERM_CHARS and word not in terms:
-            terms.append(word)
-            if len(terms) == MAX_TERMS:
-                break
-    return terms
-
-
-def readable_spaces(scope: Scope) -> tuple[str, ...]:
-    """The spaces whose public places `scope` reads: its own space unless it names some."""
-    return scope.spaces or (_field(scope.place, 1),)
-
-
-def _field(key: str, n: int) -> str:
-    parts = key.split(":")
-    return parts[n] if len(parts) > n else ""
-
-
-def hits_wanted(query: SearchQuery) -> int:
-    return max(1, min(MAX_HITS, query.limit))
-
-
-def trim_snippet(snippet: str | None, text: str) -> str:
-    """At most SNIPPET_CHARS of the snippet, its ** marks still paired."""
-    cut = (snippet or text)[:SNIPPET_CHARS]
-    return cut + "**" if cut.count("**") % 2 else cut
-
-
-# Only people's own messages are searched: the bot's answers and seeded copies repeat
-# what someone already said. Indexing just those rows also keeps the index small, as
-# answers are the long messages. `{0}` is the row: new, old, or a table alias.
-_SEARCHABLE_ROW = "{0}.role = 'user' AND {0}.copied = 0 AND {0}.platform_id IS NOT NULL"
-SEARCHABLE = "WHERE " + _SEARCHABLE_ROW.format("messages")
+# Only searchable rows (see SEARCHABLE_ROW) are indexed, which also keeps the index
+# small, as the bot's answers are the long messages.
+SEARCHABLE = "WHERE " + SEARCHABLE_ROW.format("messages.")
 # An external-content FTS5 index over `messages.text`, kept in step by triggers. It only
 # holds searchable rows, so a delete may only be issued for a row that was indexed
 # (FTS5 trusts the text it is given); hence the same condition on both sides. Never run
@@ -123,18 +76,18 @@ FTS_SCHEMA = (
     "CREATE VIRTUAL TABLE messages_fts USING fts5(text, content='messages', "
     "content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')",
     f"CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages "
-    f"WHEN {_SEARCHABLE_ROW.format('new')} BEGIN "
+    f"WHEN {SEARCHABLE_ROW.format('new.')} BEGIN "
     f"INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text); END",
     f"CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages "
-    f"WHEN {_SEARCHABLE_ROW.format('old')} BEGIN "
+    f"WHEN {SEARCHABLE_ROW.format('old.')} BEGIN "
     f"INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text); "
     f"END",
     f"CREATE TRIGGER messages_fts_update AFTER UPDATE OF text, role, copied, platform_id "
     f"ON messages BEGIN "
     f"INSERT INTO messages_fts(messages_fts, rowid, text) SELECT 'delete', old.id, old.text "
-    f"WHERE {_SEARCHABLE_ROW.format('old')}; "
+    f"WHERE {SEARCHABLE_ROW.format('old.')}; "
     f"INSERT INTO messages_fts(rowid, text) SELECT new.id, new.text "
-    f"WHERE {_SEARCHABLE_ROW.format('new')}; END",
+    f"WHERE {SEARCHABLE_ROW.format('new.')}; END",
 )
 
 
@@ -147,7 +100,7 @@ PLACE_TRIGGER = (
 )
 AUTHORS_TRIGGER = (
     f"CREATE TRIGGER authors_insert AFTER INSERT ON messages "
-    f"WHEN {_SEARCHABLE_ROW.format('new')} BEGIN "
+    f"WHEN {SEARCHABLE_ROW.format('new.')} BEGIN "
     f"INSERT OR IGNORE INTO authors(author_id, author_name) "
     f"VALUES (coalesce(new.author_id, ''), coalesce(new.author_name, '')); END"
 )
@@ -616,14 +569,7 @@ class SQLiteStore:
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
                 "name = excluded.name, visibility = excluded.visibility, "
                 "updated_at = excluded.updated_at",
-                [
-                    place.key,
-                    _field(place.key, 0),
-                    _field(place.key, 1),
-                    place.name,
-                    place.visibility,
-                    now,
-                ],
+                place_values(place, now),
             )
             self._ensure_conversation(conversation, now)
             self.db.execute(
@@ -688,21 +634,14 @@ class SQLiteStore:
     async def search(self, scope: Scope, query: SearchQuery) -> list[Hit]:
         return await self._run(self._search, scope, query, time.time())
 
-    def _readable_places(self, scope: Scope) -> list[str]:
-        """The keys of every place `scope` reads (its own even when not on record)."""
-        readable, params = self._readable(scope, "key")
-        rows = self._rows(f"SELECT key FROM places WHERE {readable}", params)
-        own = [scope.place] if scope.place else []
-        return own + [row["key"] for row in rows if row["key"] != scope.place]
-
     def _search_filter(self, scope: Scope, query: SearchQuery) -> _Where | None:
         """The conditions a hit meets (on `m`), or None when nothing can meet them."""
-        places = self._readable_places(scope)
-        if query.place is not None:
-            places = [place for place in places if place == query.place]
+        readable, params = self._readable(scope, "key")
+        rows = self._rows(f"SELECT key FROM places WHERE {readable}", params)
+        places = searched_places(scope, query, (row["key"] for row in rows))
         if not places:
             return None
-        where = _Where([_SEARCHABLE_ROW.format("m")], {})
+        where = _Where([SEARCHABLE_ROW.format("m.")], {})
         where.add(f"m.place IN ({where.marks('place', places)})")
         author_ids = ""
         if query.author:
@@ -775,11 +714,8 @@ class SQLiteStore:
     ) -> list[Hit]:
         """One FTS5 query: the best `wanted` of the newest CANDIDATES matches in `where`.
 
-        score = tier + relevance / best relevance among the candidates
-                     / (1 + age / RECENCY_SECONDS)
-        relevance is -bm25 (FTS5's bm25 is lower-is-better); the decay halves a hit's
-        weight at 30 days, a third at 60. `tier` is 1 for hits with every term and 0 for
-        the any-term fill-up, so all-terms hits always rank first.
+        Ranked by the score in bot/store/search.py; relevance is -bm25 (FTS5's bm25 is
+        lower-is-better). `tier` is 1 for the all-terms pass, 0 for the any-term fill-up.
         """
         conditions = " AND ".join(where.conditions)
         if exclude:
@@ -809,7 +745,7 @@ class SQLiteStore:
             """,
             params,
         )
-        return [_hit(row) for row in rows]
+        return [hit_from_row(row) for row in rows]
 
     def _locate(self, scope: Scope, prefix: str, platform_id: str) -> StoredMessage | None:
         readable, params = self._readable(scope, "m.place")
@@ -844,7 +780,7 @@ class SQLiteStore:
     ) -> list[StoredMessage]:
         if not self._may_read(scope, conversation):
             return []
-        before, after = _clamp_context(before), _clamp_context(after)
+        before, after = clamp_context(before), clamp_context(after)
         if message_id is not None:
             pivot = self._rows(
                 f"SELECT {POSITION} AS position, id FROM messages "
@@ -895,19 +831,8 @@ class SQLiteStore:
         self._worker.close()
 
 
-MAX_CONTEXT = 200
-
-
-@dataclass
-class _Where:
-    """SQL conditions joined by AND, and their named parameters."""
-
-    conditions: list[str]
-    params: dict[str, Any]
-
-    def add(self, condition: str, **params: Any) -> None:
-        self.conditions.append(condition)
-        self.params |= params
+class _Where(Where):
+    """`Where`, with SQLite's named placeholders for lists of values."""
 
     def marks(self, name: str, values: Sequence[Any]) -> str:
         """Named placeholders for `values` (as `:name0, :name1, ...`), bound here."""
@@ -915,19 +840,5 @@ class _Where:
         return ", ".join(f":{name}{n}" for n in range(len(values)))
 
 
-def _clamp_context(count: int) -> int:
-    """How many messages `around` reads on one side: 0 to MAX_CONTEXT."""
-    return max(0, min(MAX_CONTEXT, count))
-
-
 def _fold(text: str | None) -> str:
     return (text or "").casefold()
-
-
-def _hit(row: dict[str, Any]) -> Hit:
-    """A search row: the message's columns plus score, snippet and its place's."""
-    place = PlaceInfo(
-        row["place_key"], row["place_name"] or "", row["place_visibility"] or "private"
-    )
-    snippet = trim_snippet(row["snippet"], row["text"])
-    return Hit(StoredMessage.from_row(row), place, snippet, float(row["score"]))

@@ -1,0 +1,133 @@
+"""Search as both backends do it, whatever their SQL.
+
+- Terms: `search_terms` turns a query into its words (lower case, no stop words, each
+  once, at most MAX_TERMS), so both backends look for the same words and nothing in a
+  query is ever query syntax.
+- Ranking: each pass ranks only the newest CANDIDATES matches, by
+      score = tier + relevance / best relevance among the candidates
+                   / (1 + age / RECENCY_SECONDS)
+  relevance being the backend's own (FTS5's -bm25, PostgreSQL's ts_rank). The decay
+  halves a hit's weight at 30 days, a third at 60; `tier` is 1 for hits with every term
+  and 0 for the any-term fill-up, so all-terms hits always rank first.
+- Snippets: terms marked with **, cut to SNIPPET_CHARS (`trim_snippet`).
+- Also which rows are searched (SEARCHABLE_ROW) and in which places (`searched_places`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.store import Hit, PlaceInfo, Scope, SearchQuery, StoredMessage
+
+MAX_TERMS = 16  # a pasted page is not a query: its first distinct words are
+MAX_TERM_CHARS = 64  # longer "words" are pasted ids or base64, not what people look for
+MAX_HITS = 50
+# Each query ranks only the newest CANDIDATES readable matches, so a common word costs
+# the same as a rare one; with recency in the score, older matches rarely make the cut.
+CANDIDATES = 200
+RECENCY_SECONDS = 30 * 86400.0  # a hit this old counts half as much as one from today
+SNIPPET_CHARS = 200
+MAX_CONTEXT = 200  # messages `around` reads on either side, at the most
+_WORD = re.compile(r"\w+")
+# PostgreSQL's 'english' stop words: dropped from queries on both backends, so a question
+# phrased in words ("what did we decide about the release") searches for what it is about.
+STOPWORDS = frozenset(
+    """i me my myself we our ours ourselves you your yours yourself yourselves he him his
+    himself she her hers herself it its itself they them their theirs themselves what which
+    who whom this that these those am is are was were be been being have has had having do
+    does did doing a an the and but if or because as until while of at by for with about
+    against between into through during before after above below to from up down in out on
+    off over under again further then once here there when where why how all any both each
+    few more most other some such no nor not only own same so than too very s t can will
+    just don should now""".split()
+)
+# Only people's own messages are searched: the bot's answers and seeded copies repeat
+# what someone already said. `{0}` is the row's prefix: "m.", "new.", "NEW." or "".
+SEARCHABLE_ROW = "{0}role = 'user' AND {0}copied = 0 AND {0}platform_id IS NOT NULL"
+
+
+def search_terms(text: str) -> list[str]:
+    """The words of `text` to search for: lower case, no stop words, each once, in order.
+
+    Only runs of letters and digits survive, so nothing in `text` is ever query syntax.
+    """
+    terms: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        if word not in STOPWORDS and len(word) <= MAX_TERM_CHARS and word not in terms:
+            terms.append(word)
+            if len(terms) == MAX_TERMS:
+                break
+    return terms
+
+
+def key_field(key: str, n: int) -> str:
+    """Part `n` of a place key "platform:space:place id", or "" when it has none."""
+    parts = key.split(":")
+    return parts[n] if len(parts) > n else ""
+
+
+def place_values(place: PlaceInfo, now: float) -> list[Any]:
+    """The `places` row of `place` noted at `now`: key, platform, space, name, visibility
+    and updated_at."""
+    return [
+        place.key,
+        key_field(place.key, 0),
+        key_field(place.key, 1),
+        place.name,
+        place.visibility,
+        now,
+    ]
+
+
+def readable_spaces(scope: Scope) -> tuple[str, ...]:
+    """The spaces whose public places `scope` reads: its own space unless it names some."""
+    return scope.spaces or (key_field(scope.place, 1),)
+
+
+def searched_places(scope: Scope, query: SearchQuery, readable: Iterable[str]) -> list[str]:
+    """The places a search looks in: the scope's own (even when not on record), then the
+    other `readable` place keys; only `query.place` of them when the query names one."""
+    places = [scope.place] if scope.place else []
+    places += [place for place in readable if place != scope.place]
+    if query.place is not None:
+        places = [place for place in places if place == query.place]
+    return places
+
+
+def hits_wanted(query: SearchQuery) -> int:
+    return max(1, min(MAX_HITS, query.limit))
+
+
+def trim_snippet(snippet: str | None, text: str) -> str:
+    """At most SNIPPET_CHARS of the snippet, its ** marks still paired."""
+    cut = (snippet or text)[:SNIPPET_CHARS]
+    return cut + "**" if cut.count("**") % 2 else cut
+
+
+def hit_from_row(row: dict[str, Any]) -> Hit:
+    """A search row: the message's columns plus score, snippet and its place's."""
+    place = PlaceInfo(
+        row["place_key"], row["place_name"] or "", row["place_visibility"] or "private"
+    )
+    snippet = trim_snippet(row["snippet"], row["text"])
+    return Hit(StoredMessage.from_row(row), place, snippet, float(row["score"]))
+
+
+def clamp_context(count: int) -> int:
+    """How many messages `around` reads on one side: 0 to MAX_CONTEXT."""
+    return max(0, min(MAX_CONTEXT, count))
+
+
+@dataclass
+class Where:
+    """SQL conditions joined by AND, and their named parameters."""
+
+    conditions: list[str]
+    params: dict[str, Any]
+
+    def add(self, condition: str, **params: Any) -> None:
+        self.conditions.append(condition)
+        self.params |= params
