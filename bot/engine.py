@@ -29,6 +29,7 @@ from bot.types import (
     ConversationKey,
     ConversationSettings,
     Message,
+    Place,
     ReplyDone,
     ReplyEvent,
     ReplyFailed,
@@ -110,6 +111,12 @@ class Engine:
             self._note_place(message),
         )
         return row is not None
+
+    async def place_changed(self, key: ConversationKey, place: Place) -> None:
+        """A channel's name or visibility changed (the platform said so, unasked)."""
+        info = PlaceInfo(f"{key.platform}:{key.space}:{place.id}", place.name, place.visibility)
+        await self.store.note_place(str(key), info)
+        self._places[key] = info
 
     async def _note_place(self, message: Message) -> None:
         place = place_of(message)

@@ -103,3 +103,18 @@ async def test_a_dm_from_someone_outside_the_server_reads_no_channel(
     await answer_to(bot, dc, ask)
     assert tool_results(fake_mistral.requests[-1]) == ["No messages found for “CANARY”."]
     assert "zebra" not in json.dumps(fake_mistral.requests)
+
+
+async def test_a_channel_made_private_is_no_longer_searchable_from_elsewhere(
+    bot: Running, dc: FakeDiscord, fake_mistral: FakeMistral
+) -> None:
+    room = dc.add_channel("war-room")  # a new channel, announced to the connected bot
+    await dc.gateway.dispatch("CHANNEL_CREATE", dict(dc.channels[room]))
+    await dc.user_message(room, dc.bob, "CANARY zebra-war-plans")
+    await settle()
+    await dc.make_private(room)
+    await settle()
+    fake_mistral.enqueue(ToolCalls([ToolCall("search_messages", {"query": "CANARY"})]), Reply("ok"))
+    ask = await dc.user_message(dc.general, dc.alice, "anything new?", mention=True)
+    await answer_to(bot, dc, ask)
+    assert tool_results(fake_mistral.requests[-1]) == ["No messages found for “CANARY”."]

@@ -16,6 +16,7 @@ from adapters.discord.convert import (
     addressed_to_bot,
     clean_text,
     key_for,
+    place_for,
     spaces_for,
     to_message,
 )
@@ -103,6 +104,15 @@ class TeambotClient(discord.Client):
             and not self.reads_content
             and not (message.content or message.attachments or message.embeds)
         )
+
+    async def on_guild_channel_update(
+        self, before: discord.abc.GuildChannel, after: discord.abc.GuildChannel
+    ) -> None:
+        """A channel made private (or renamed) stops being searchable from elsewhere now,
+        not at its next message."""
+        place = place_for(after)
+        if place is not None and place != place_for(before):
+            await self.engine.place_changed(key_for(after, after.guild.id), place)
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         data: dict[str, Any] = dict(payload.data)

@@ -90,6 +90,12 @@ class FakeDiscord:
         self.by_name[name] = cid
         return cid
 
+    async def make_private(self, channel_id: str) -> None:
+        """Hide a channel from @everyone, as a moderator does, and tell the bot."""
+        deny_view = {"id": self.guild_id, "type": 0, "allow": "0", "deny": str(1 << 10)}
+        self.channels[channel_id]["permission_overwrites"] = [deny_view]
+        await self.gateway.dispatch("CHANNEL_UPDATE", dict(self.channels[channel_id]))
+
     def add_thread(self, parent: str, name: str) -> str:
         tid = payloads.snowflake()
         data = payloads.thread_channel(
