@@ -138,7 +138,7 @@ class ConsoleAdapter:
                     await self.pacer.close()
                     return
                 result = await self.engine.command(
-                    CONSOLE_KEY, self.author, name, args, is_group=False
+                    CONSOLE_KEY, self.author, name, args, is_group=False, place=CONSOLE_PLACE
                 )
                 await say(self.pacer, Terminal(self.stdout), result.text)
                 continue

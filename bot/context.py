@@ -34,12 +34,19 @@ def tools_guide(timezone: str) -> str:
     )
 
 
-def system_message(base: str, persona: str, today: str, guide: str = "") -> ChatMessage:
+def system_message(
+    base: str, persona: str, today: str, guide: str = "", memory: str = ""
+) -> ChatMessage:
     parts = [base.strip()]
     if guide:
         parts.append(guide)
     if persona.strip():
         parts.append("Instructions for this conversation:\n" + persona.strip())
+    if memory.strip():
+        parts.append(
+            "Summary of this conversation's earlier turns (no longer shown below):\n"
+            + memory.strip()
+        )
     parts.append(f"Today's date is {today}.")
     return {"role": "system", "content": "\n\n".join(parts)}
 

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 
 from bot import commands, tokens
 from bot.accounting import Accounts
+from bot.catchup import SpanError, find_span
 from bot.config import Settings
+from bot.memory import Remembering
 from bot.model import ModelClient
 from bot.pipeline import Emit, Prepared, ReplyPipeline
-from bot.store import NewMessage, PlaceInfo, Store, StoredMessage, UsageTotals
+from bot.store import NewMessage, PlaceInfo, Scope, Store, StoredMessage, UsageTotals
+from bot.summaries import Summarizer, SummaryFailed, footer
 from bot.tools import Links, place_of
 from bot.tools.builtin import BUILTINS
 from bot.tools.loop import Toolbox, ToolSource
@@ -74,6 +77,8 @@ class Engine:
         self.pipeline = ReplyPipeline(
             settings, store, model, self.accounts, self.conversation_settings
         )
+        self.summarizer = Summarizer(model, store, self.accounts, settings.context_tokens)
+        self.pipeline.memory = Remembering(self.summarizer, store, self.set_setting)
         builtins = [BUILTINS[name] for name in settings.tools]
         self.pipeline.toolbox = Toolbox(builtins, tool_sources if settings.tools else ())
         # The place each conversation was last filed under by this process: a write is
@@ -145,7 +150,9 @@ class Engine:
         await self.store.set_meta(name, value)
 
     async def forget(self, key: ConversationKey) -> int:
+        """Delete the conversation's messages and its running summary (settings stay)."""
         self.pipeline.windows.forget(key)
+        await self.set_setting(key, "memory", None)
         return await self.store.forget(str(key))
 
     async def conversation_settings(self, key: ConversationKey) -> ConversationSettings:
@@ -156,12 +163,13 @@ class Engine:
                 reasoning=stored.get("reasoning"),
                 system=stored.get("system"),
                 tools=stored.get("tools"),
+                memory=stored.get("memory"),
             )
         return cached
 
     async def set_setting(self, key: ConversationKey, name: str, value: str | None) -> None:
         """Change one of the conversation's settings (see ConversationSettings); None resets."""
-        if name not in ("reasoning", "system", "tools"):
+        if name not in ("reasoning", "system", "tools", "memory"):
             raise ValueError(f"no conversation setting {name!r}")
         self._settings.pop(key, None)
         await self.store.set_setting(str(key), name, value)
@@ -184,17 +192,57 @@ class Engine:
         since: float | None = None,
         user_id: str | None = None,
         key: ConversationKey | None = None,
+        kind: str | None = None,
     ) -> UsageTotals:
         conversation = None if key is None else str(key)
         return await self.store.usage_totals(
-            since=since, user_id=user_id, conversation=conversation
+            since=since, user_id=user_id, conversation=conversation, kind=kind
         )
 
     async def command(
-        self, key: ConversationKey, author: Author, name: str, args: str, *, is_group: bool = True
+        self,
+        key: ConversationKey,
+        author: Author,
+        name: str,
+        args: str,
+        *,
+        is_group: bool = True,
+        place: Place | None = None,
+        spaces: tuple[str, ...] = (),
     ) -> CommandResult:
-        call = commands.Call(self, key, author, args.strip(), is_group)
+        """Run command `name`; `place` and `spaces` say what its caller may read (see
+        Message), for commands that read history."""
+        call = commands.Call(self, key, author, args.strip(), is_group, place, spaces)
         return await commands.REGISTRY.run(name, call)
+
+    async def summarize(self, call: commands.Call) -> str:
+        key = call.key
+        place = call.place or Place(key.channel)
+        scope = Scope(key.platform, f"{key.platform}:{key.space}:{place.id}", call.spaces)
+        links = self.pipeline.links.get(key.platform)
+        try:
+            span = await find_span(self.store, scope, key, call.author.id, call.args, links)
+        except SpanError as error:
+            return str(error)
+        if not span.rows:
+            return f"Nothing was said {span.what}."
+
+        def link(row: StoredMessage) -> str | None:
+            if links is None or not row.platform_id:
+                return None
+            return links.permalink(row.conversation, row.platform_id)
+
+        try:
+            summary = await self.summarizer.span(
+                span.rows,
+                key=key,
+                user_id=call.author.id,
+                timezone=self.settings.timezone,
+                link=link,
+            )
+        except SummaryFailed as error:
+            return str(error)
+        return f"{summary.text}\n\n{footer(span.what, span.rows, summary, self.settings.timezone)}"
 
     def answers_privately(
         self, key: ConversationKey, author: Author, name: str, args: str, *, is_group: bool
@@ -237,6 +285,8 @@ class Engine:
 
     async def aclose(self) -> None:
         await self.shutdown(grace=0)
+        if self.pipeline.memory is not None:
+            await self.pipeline.memory.aclose()
         await asyncio.gather(*(source.aclose() for source in self.pipeline.toolbox.sources))
         await self.model.aclose()
         await self.store.aclose()

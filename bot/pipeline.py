@@ -22,6 +22,7 @@ from bot import context, tokens
 from bot.accounting import Accounts
 from bot.config import Settings
 from bot.errors import ContextTooLong, ModelError
+from bot.memory import Memory, Remembering
 from bot.model import (
     AnswerChunk,
     Finished,
@@ -118,6 +119,7 @@ class ReplyPipeline:
         self.windows = Windows(store)
         self.toolbox = Toolbox(())
         self.links: dict[str, Links] = {}  # by platform, registered by the adapters
+        self.memory: Remembering | None = None  # summaries of what leaves the window
 
     async def run(
         self,
@@ -183,8 +185,9 @@ class ReplyPipeline:
         message, row, window = turn.message, turn.row, turn.window
         today = datetime.now(UTC).strftime("%Y-%m-%d")
         guide = context.tools_guide(self.settings.timezone) if turn.tools else ""
+        memory = Memory.loads(turn.settings.memory).text
         system = context.system_message(
-            self.settings.system_prompt, turn.settings.system or "", today, guide
+            self.settings.system_prompt, turn.settings.system or "", today, guide, memory
         )
         schemas = tuple(tool.spec.schema() for tool in turn.tools.values())
         fixed = _count_cached(system["content"]) + tokens.IMAGE_TOKENS * len(message.images)
@@ -195,6 +198,8 @@ class ReplyPipeline:
         total = fixed + window.tokens - sum(m.tokens for m in window.rows[cut:])
         new_start = context.trim_window(window.rows[:cut], total, budget, fixed)
         if new_start is not None:
+            if self.memory is not None:
+                self.memory.moved(message.key, turn.settings.memory, window.start, new_start)
             window.trim(new_start)
             await self.store.set_window_start(str(message.key), new_start)
             cut = window.upto(row.position)

@@ -79,6 +79,9 @@ class ConversationSettings:
     reasoning: str | None = None  # "on", "off" or "show"
     system: str | None = None  # extra instructions for this conversation
     tools: str | None = None  # "on" or "off"
+    # The running summary of turns that left the window (bot/memory.py), kept by the bot
+    # itself: never copied to another conversation.
+    memory: str | None = None
 
     def changed(self) -> dict[str, str]:
         """The settings that differ from the defaults, by name (how the store keeps them)."""

@@ -27,7 +27,16 @@ def at(platform: str, channel: str = "C1") -> ConversationKey:
 async def test_slack_help_lists_every_slack_command_as_typed(engine) -> None:
     text = (await engine.command(at("slack"), ALICE, "help", "")).text
     listed = re.findall(r"^• `(/\w+)", text, re.MULTILINE)
-    assert listed == ["/ask", "/reset", "/reasoning", "/system", "/tools", "/usage", "/help"]
+    assert listed == [
+        "/ask",
+        "/reset",
+        "/reasoning",
+        "/system",
+        "/summarize",
+        "/tools",
+        "/usage",
+        "/help",
+    ]
     assert "`/system clear`" in text and "`reset`" not in text
 
 

@@ -69,7 +69,10 @@ def app_command(
             await interaction.response.defer(thinking=True)
             await ask_command(engine, pacer, interaction, values)
             return
-        args = " ".join(str(v) for v in values.values() if isinstance(v, str)).strip()
+        # Text options in order, then the names of the flags that are on ("1d private").
+        words = [str(v) for v in values.values() if isinstance(v, str)]
+        words += [name for name, v in values.items() if v is True]
+        args = " ".join(words).strip()
         private = engine.answers_privately(
             interaction_key(interaction),
             author_of(interaction.user),
@@ -147,7 +150,13 @@ async def run_command(
     key = interaction_key(interaction)
     try:
         result = await engine.command(
-            key, author_of(interaction.user), name, args, is_group=interaction.guild_id is not None
+            key,
+            author_of(interaction.user),
+            name,
+            args,
+            is_group=interaction.guild_id is not None,
+            place=place_for(interaction.channel),
+            spaces=await spaces_for(interaction.client, interaction.user, interaction.guild),
         )
     except Exception:
         log.exception("/%s failed in %s", name, key)

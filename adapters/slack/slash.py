@@ -8,6 +8,7 @@ the DM) they were typed in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -39,8 +40,13 @@ class Slash:
             if name == "ask":
                 await self._ask(command, key, text, is_dm, respond)
                 return
-            author = await self.rt.author(str(command.get("user_id") or ""))
-            result = await self.rt.engine.command(key, author, name, text, is_group=not is_dm)
+            author, where = await asyncio.gather(
+                self.rt.author(str(command.get("user_id") or "")),
+                self.rt.channels.place(channel, "im" if is_dm else ""),
+            )
+            result = await self.rt.engine.command(
+                key, author, name, text, is_group=not is_dm, place=where
+            )
             await self._respond(respond, result.text, result.private)
         except Exception:
             log.exception("/%s failed in %s", name, channel)

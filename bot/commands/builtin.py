@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 
@@ -102,6 +103,19 @@ async def _tools(call: Call) -> CommandResult:
     )
 
 
+def _wants_private(call: Call) -> bool:
+    return call.args.lower().split()[-1:] == ["private"]
+
+
+async def _summarize(call: Call) -> CommandResult:
+    private = _wants_private(call)
+    if private:
+        call = dataclasses.replace(
+            call, args=call.args[: call.args.lower().rfind("private")].strip()
+        )
+    return CommandResult(await call.services.summarize(call), private)
+
+
 def _tools_is_private(call: Call) -> bool:
     return not call.args or not Command.allowed(TOOLS, call)
 
@@ -125,6 +139,10 @@ async def _usage(call: Call) -> CommandResult:
         _line("This conversation", await totals(key=call.key)),
         _line("Everyone, today (UTC)", await totals(since=midnight)),
         _line("Everyone, last 30 days", await totals(since=now - 30 * DAY)),
+        _line(
+            "Of which summaries and memory, 30 days",
+            await totals(since=now - 30 * DAY, kind="summary"),
+        ),
     ]
     return CommandResult("\n".join(lines))
 
@@ -181,6 +199,24 @@ SYSTEM = REGISTRY.add(
         options=(Option("text", "New instructions, or 'clear'; leave empty to show them"),),
         who=Who.ADMINS_TO_CHANGE,
         private=_system_is_private,
+    )
+)
+REGISTRY.add(
+    Command(
+        name="summarize",
+        summary="Catch up: topics, decisions, open questions and action items, with links",
+        help="summarise what you missed here (since your last message), over `30m`/`2h`/`1d`/"
+        "`7d`, `since:me`, or a message link's thread; end with `private` to see it alone",
+        usage="[period | link] [private]",
+        handler=_summarize,
+        options=(
+            Option(
+                "span",
+                "30m, 2h, 1d, 7d, since:me or a message link (default: since you last wrote)",
+            ),
+            Option("private", "Show the summary only to me", Kind.FLAG),
+        ),
+        private=_wants_private,
     )
 )
 TOOLS = REGISTRY.add(

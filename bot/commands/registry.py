@@ -16,7 +16,7 @@ from typing import Protocol
 
 from bot.config import Settings
 from bot.store import UsageTotals
-from bot.types import Author, CommandResult, ConversationKey, ConversationSettings
+from bot.types import Author, CommandResult, ConversationKey, ConversationSettings, Place
 
 PLATFORMS = frozenset({"discord", "slack", "console"})
 CHAT_PLATFORMS = frozenset({"discord", "slack"})
@@ -35,6 +35,10 @@ class Services(Protocol):
 
     async def forget(self, key: ConversationKey) -> int: ...
 
+    async def summarize(self, call: Call) -> str:
+        """The summary `call.args` asks for (without a trailing `private`), as Markdown."""
+        ...
+
     async def conversation_settings(self, key: ConversationKey) -> ConversationSettings: ...
 
     async def set_setting(self, key: ConversationKey, name: str, value: str | None) -> None: ...
@@ -45,6 +49,7 @@ class Services(Protocol):
         since: float | None = None,
         user_id: str | None = None,
         key: ConversationKey | None = None,
+        kind: str | None = None,
     ) -> UsageTotals: ...
 
 
@@ -57,6 +62,8 @@ class Call:
     author: Author
     args: str
     is_group: bool = True
+    place: Place | None = None  # where it was typed, for what it may read (see Message)
+    spaces: tuple[str, ...] = ()
 
     @property
     def by_admin(self) -> bool:

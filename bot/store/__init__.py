@@ -299,6 +299,7 @@ class Store(Protocol):
         since: float | None = None,
         user_id: str | None = None,
         conversation: str | None = None,
+        kind: str | None = None,
     ) -> UsageTotals: ...
 
     async def usage_rows(self, *, since: float | None = None) -> Sequence[UsageRow]: ...
@@ -335,6 +336,19 @@ class Store(Protocol):
     ) -> list[StoredMessage]:
         """Messages of `conversation` around a message (by id) or a time, in conversation
         order; the newest `before` when neither is given; [] when `scope` may not read it."""
+        ...
+
+    async def span(
+        self, scope: Scope, prefix: str, since: float, until: float, limit: int = 10_000
+    ) -> list[StoredMessage]:
+        """Messages (people's and the bot's, not seeded copies) of every conversation whose
+        key starts with `prefix` (a channel and its threads: "slack:T1:C1:"; one
+        conversation: its whole key), created in [since, until), oldest first, at most
+        `limit` (the newest ones when there are more); [] for what `scope` may not read."""
+        ...
+
+    async def settings_named(self, name: str) -> list[tuple[str, str]]:
+        """(conversation, value) of every conversation that has setting `name`."""
         ...
 
     async def get_meta(self, name: str) -> str | None: ...

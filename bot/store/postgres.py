@@ -33,9 +33,11 @@ from bot.store.search import (
     SEARCHABLE_ROW,
     Where,
     clamp_context,
+    clamp_span,
     hit_from_row,
     hits_wanted,
     place_values,
+    prefix_end,
     readable_spaces,
     search_terms,
     searched_places,
@@ -145,8 +147,18 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX idx_messages_tsv ON messages USING GIN (tsv) WHERE tsv IS NOT NULL;
         """,
     ),
+    (
+        "m003_key_prefixes",
+        """
+        -- Conversations whose key starts with a prefix (`span`), as a range of this index:
+        -- byte order whatever the database's collation, so the range is exactly them.
+        CREATE INDEX idx_conversations_key_c ON conversations (key COLLATE "C");
+        """,
+    ),
 ]
 EVENT_TTL_SECONDS = 7 * 24 * 3600
+# `span` names up to this many conversations to the planner (see `PostgresStore.span`).
+SPAN_KEYS = 1_000
 # Planner settings for search only. Its rows are in cache far more often than the
 # default random_page_cost (4, for spinning disks) assumes; with it the planner walks
 # the newest messages checking each tsvector where the GIN index would fetch a few
@@ -362,6 +374,14 @@ class PostgresStore:
         )
         return {row["name"]: row["value"] for row in rows}
 
+    async def settings_named(self, name: str) -> list[tuple[str, str]]:
+        rows = await self._all(
+            "SELECT conversation, value FROM conversation_settings WHERE name = %s "
+            'ORDER BY conversation COLLATE "C"',
+            [name],
+        )
+        return [(row["conversation"], row["value"]) for row in rows]
+
     async def set_setting(self, conversation: str, name: str, value: str | None) -> None:
         if value is None:
             await self._count(
@@ -431,6 +451,7 @@ class PostgresStore:
         since: float | None = None,
         user_id: str | None = None,
         conversation: str | None = None,
+        kind: str | None = None,
     ) -> UsageTotals:
         where: list[str] = ["created_at >= %s"]
         params: list[Any] = [since or 0.0]
@@ -440,6 +461,9 @@ class PostgresStore:
         if conversation is not None:
             where.append("conversation = %s")
             params.append(conversation)
+        if kind is not None:
+            where.append("kind = %s")
+            params.append(kind)
         row = (
             await self._all(
                 "SELECT count(*) AS calls, coalesce(sum(prompt_tokens), 0) AS p, "
@@ -691,6 +715,52 @@ class PostgresStore:
             [*at_position, after + 1],
         )
         return [StoredMessage.from_row(row) for row in [*reversed(earlier), *later]]
+
+    async def span(
+        self, scope: Scope, prefix: str, since: float, until: float, limit: int = 10_000
+    ) -> list[StoredMessage]:
+        """The newest `limit` readable originals created in [since, until) under `prefix`.
+
+        The conversations under the prefix are looked up first, a range of
+        idx_conversations_key_c (see `prefix_end`; starts_with() keeps it literal
+        whatever the range). Named to the planner, their statistics tell it how many
+        messages the span holds: few, and it reads each conversation's time range of
+        idx_messages_time; many, and it walks idx_messages_created from `until` back,
+        stopping at the limit. Past SPAN_KEYS conversations they stay a subquery.
+        """
+        if "\x00" in prefix or since >= until:  # no key holds a NUL
+            return []
+        readable, params = self._readable(scope, "m.place")
+        keys = 'key COLLATE "C" >= %(prefix)s AND starts_with(key, %(prefix)s)'
+        end = prefix_end(prefix)
+        if end is not None:
+            keys += ' AND key COLLATE "C" < %(end)s'
+        params |= {"prefix": prefix, "end": end, "since": since, "until": until}
+        params["limit"] = clamp_span(limit)
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT key FROM conversations WHERE {keys} LIMIT {SPAN_KEYS + 1}", params
+            )
+            found = [row["key"] for row in await cursor.fetchall()]
+            if not found:
+                return []
+            if len(found) <= SPAN_KEYS:
+                conversations = "m.conversation = ANY(%(conversations)s)"
+                params["conversations"] = found
+            else:
+                conversations = f"m.conversation IN (SELECT key FROM conversations WHERE {keys})"
+            # Never a prepared statement: a generic plan would not see the conversations
+            # and times, which decide between the two indexes.
+            cursor = await conn.execute(
+                f"SELECT {M_COLUMNS} FROM messages m WHERE {conversations} "
+                f"AND m.created_at >= %(since)s AND m.created_at < %(until)s "
+                f"AND m.copied = 0 AND {readable} "
+                f"ORDER BY m.created_at DESC, m.id DESC LIMIT %(limit)s",
+                params,
+                prepare=False,
+            )
+            rows = await cursor.fetchall()
+        return [StoredMessage.from_row(row) for row in reversed(rows)]
 
     async def _recent(self, conversation: str, limit: int) -> list[StoredMessage]:
         rows = await self._all(

@@ -31,6 +31,7 @@ CANDIDATES = 200
 RECENCY_SECONDS = 30 * 86400.0  # a hit this old counts half as much as one from today
 SNIPPET_CHARS = 200
 MAX_CONTEXT = 200  # messages `around` reads on either side, at the most
+MAX_SPAN = 50_000  # messages `span` returns, at the most
 _WORD = re.compile(r"\w+")
 # PostgreSQL's 'english' stop words: dropped from queries on both backends, so a question
 # phrased in words ("what did we decide about the release") searches for what it is about.
@@ -119,6 +120,28 @@ def hit_from_row(row: dict[str, Any]) -> Hit:
 def clamp_context(count: int) -> int:
     """How many messages `around` reads on one side: 0 to MAX_CONTEXT."""
     return max(0, min(MAX_CONTEXT, count))
+
+
+def clamp_span(limit: int) -> int:
+    """How many messages `span` returns at the most: 1 to MAX_SPAN."""
+    return max(1, min(MAX_SPAN, limit))
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` (None when there is
+    none: `prefix` is empty or all U+10FFFF), in code point order, which is also the
+    order of their UTF-8 bytes (SQLite's BINARY collation, PostgreSQL's "C").
+
+    `key >= prefix AND key < prefix_end(prefix)` is then an index range holding exactly
+    the keys that start with `prefix`, whatever characters it has (`%` and `_` included).
+    """
+    stem = prefix.rstrip("\U0010ffff")
+    if not stem:
+        return None
+    code = ord(stem[-1]) + 1
+    if 0xD800 <= code <= 0xDFFF:  # surrogates are not characters: skip past them
+        code = 0xE000
+    return stem[:-1] + chr(code)
 
 
 @dataclass

@@ -34,9 +34,11 @@ from bot.store.search import (
     SEARCHABLE_ROW,
     Where,
     clamp_context,
+    clamp_span,
     hit_from_row,
     hits_wanted,
     place_values,
+    prefix_end,
     readable_spaces,
     search_terms,
     searched_places,
@@ -62,6 +64,11 @@ migrations = Migrations("teambot")
 NARROW = 30_000
 # Above this many messages after an `after` time, bounding the walk costs more than it saves.
 RECENT = 100_000
+# `span` reads a time range of each conversation under a prefix through their
+# (conversation, created_at) index, unless fewer than SPAN_PROBE messages per conversation
+# were created in the whole range: then it walks them through the created_at index.
+SPAN_PROBE = 4
+SPAN_CONVERSATIONS = 50_000  # counted up to this many (then the walk it is, by far)
 MMAP_BYTES = 1 << 30
 
 
@@ -450,6 +457,17 @@ class SQLiteStore:
     async def set_setting(self, conversation: str, name: str, value: str | None) -> None:
         await self._run(self._set_setting, conversation, name, value)
 
+    def _settings_named(self, name: str) -> list[tuple[str, str]]:
+        rows = self._rows(
+            "SELECT conversation, value FROM conversation_settings WHERE name = ? "
+            "ORDER BY conversation",
+            [name],
+        )
+        return [(row["conversation"], row["value"]) for row in rows]
+
+    async def settings_named(self, name: str) -> list[tuple[str, str]]:
+        return await self._run(self._settings_named, name)
+
     def _claim_row(self, event_key: str, now: float) -> bool:
         """Within a transaction: True if `event_key` was not claimed before."""
         cursor = self.db.execute(
@@ -511,7 +529,11 @@ class SQLiteStore:
         await self._run(self._record_usage, record)
 
     def _usage_totals(
-        self, since: float | None, user_id: str | None, conversation: str | None
+        self,
+        since: float | None,
+        user_id: str | None,
+        conversation: str | None,
+        kind: str | None,
     ) -> UsageTotals:
         where: list[str] = ["created_at >= ?"]
         params: list[Any] = [since or 0.0]
@@ -521,6 +543,9 @@ class SQLiteStore:
         if conversation is not None:
             where.append("conversation = ?")
             params.append(conversation)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
         row = self._rows(
             "SELECT count(*) AS calls, coalesce(sum(prompt_tokens), 0) AS p, "
             "coalesce(sum(completion_tokens), 0) AS c, coalesce(sum(cost_usd), 0) AS cost "
@@ -535,8 +560,9 @@ class SQLiteStore:
         since: float | None = None,
         user_id: str | None = None,
         conversation: str | None = None,
+        kind: str | None = None,
     ) -> UsageTotals:
-        return await self._run(self._usage_totals, since, user_id, conversation)
+        return await self._run(self._usage_totals, since, user_id, conversation, kind)
 
     def _usage_rows(self, since: float | None) -> list[UsageRow]:
         rows = self._rows(
@@ -823,6 +849,60 @@ class SQLiteStore:
         after: int = 10,
     ) -> list[StoredMessage]:
         return await self._run(self._around, scope, conversation, message_id, time, before, after)
+
+    def _span(
+        self, scope: Scope, prefix: str, since: float, until: float, limit: int
+    ) -> list[StoredMessage]:
+        """The newest `limit` readable originals created in [since, until) under `prefix`.
+
+        The conversations under the prefix are an index range of their keys (see
+        `prefix_end`; the substr() test keeps it literal whatever the range). Each
+        one's messages in the time range are then an index range too, so a channel and
+        its threads cost a few lookups plus the rows found, however long their history.
+        When the time range holds fewer messages than that costs in lookups (a short
+        span under a wide prefix: a whole workspace over an hour), it is walked through
+        the created_at index instead, newest first, up to the limit.
+        """
+        readable, params = self._readable(scope, "m.place")
+        keys = "c.key >= :prefix AND substr(c.key, 1, length(:prefix)) = :prefix"
+        end = prefix_end(prefix)
+        if end is not None:
+            keys += " AND c.key < :end"
+        params |= {"prefix": prefix, "end": end, "since": since, "until": until}
+        counted = self._rows(
+            f"SELECT count(*) AS n FROM (SELECT 1 FROM conversations c WHERE {keys} "
+            f"LIMIT {SPAN_CONVERSATIONS})",
+            params,
+        )[0]["n"]
+        if counted == 0 or since >= until:
+            return []
+        probes = counted * SPAN_PROBE
+        walked = self._rows(
+            "SELECT count(*) AS n FROM (SELECT 1 FROM messages "
+            "WHERE created_at >= :since AND created_at < :until LIMIT :probes)",
+            params | {"probes": probes},
+        )[0]["n"]
+        if walked < probes:
+            source = (
+                "messages m INDEXED BY idx_messages_created "
+                f"WHERE m.conversation IN (SELECT c.key FROM conversations c WHERE {keys})"
+            )
+        else:  # CROSS JOIN: conversations first, then each one's messages
+            source = (
+                "conversations c CROSS JOIN messages m INDEXED BY idx_messages_time "
+                f"WHERE {keys} AND m.conversation = c.key"
+            )
+        rows = self._rows(
+            f"SELECT m.* FROM {source} AND m.created_at >= :since AND m.created_at < :until "
+            f"AND m.copied = 0 AND {readable} ORDER BY m.created_at DESC, m.id DESC LIMIT :limit",
+            params | {"limit": clamp_span(limit)},
+        )
+        return [StoredMessage.from_row(row) for row in reversed(rows)]
+
+    async def span(
+        self, scope: Scope, prefix: str, since: float, until: float, limit: int = 10_000
+    ) -> list[StoredMessage]:
+        return await self._run(self._span, scope, prefix, since, until, limit)
 
     async def aclose(self) -> None:
         if self._db is not None:
