@@ -144,6 +144,9 @@ async def _from_link(
     store: Store, scope: Scope, link: str, links: Links | None, now: float
 ) -> Span:
     found = await _located(store, scope, link, links)
-    platform, space, channel, _ = found.conversation.split(":", 3)
-    rows = await store.span(scope, f"{platform}:{space}:{channel}:", found.created_at, now)
+    platform, space, channel, thread = found.conversation.split(":", 3)
+    if thread:  # from a message in a thread: the rest of that thread
+        rows = await _exactly(store, scope, found.conversation, found.created_at, now)
+    else:
+        rows = await store.span(scope, f"{platform}:{space}:{channel}:", found.created_at, now)
     return Span(rows, "from that message on")

@@ -18,6 +18,7 @@ from bot import commands, tokens
 from bot.accounting import Accounts
 from bot.catchup import SpanError, find_span
 from bot.config import Settings
+from bot.digests import Digests, Poster
 from bot.memory import Remembering
 from bot.model import ModelClient
 from bot.pipeline import Emit, Prepared, ReplyPipeline
@@ -79,6 +80,7 @@ class Engine:
         )
         self.summarizer = Summarizer(model, store, self.accounts, settings.context_tokens)
         self.pipeline.memory = Remembering(self.summarizer, store, self.set_setting)
+        self.digests = Digests(store, self._digest, settings.timezone)
         builtins = [BUILTINS[name] for name in settings.tools]
         self.pipeline.toolbox = Toolbox(builtins, tool_sources if settings.tools else ())
         # The place each conversation was last filed under by this process: a write is
@@ -93,12 +95,26 @@ class Engine:
         for source in self.pipeline.toolbox.sources:
             source.start()
         await self.accounts.load()
+        self.digests.start()
 
     # What adapters call
 
     def register_links(self, platform: str, links: Links) -> None:
         """How `platform` builds and reads message links (for the tools' citations)."""
         self.pipeline.links[platform] = links
+
+    def register_poster(self, platform: str, poster: Poster) -> None:
+        """How to post a message into a channel of `platform` unprompted (digests)."""
+        self.digests.posters[platform] = poster
+
+    async def _digest(self, key: ConversationKey, now: float) -> str | None:
+        """The digest of the day up to `now` for channel `key`, or None after a quiet day."""
+        author = Author("digest", "daily digest")
+        call = commands.Call(self, key, author, "1d", True, Place(key.channel))
+        text = await self.summarize(call, now)
+        if text.startswith("Nothing was said"):
+            return None
+        return f"**Daily digest**\n\n{text}"
 
     def tool_names(self) -> list[str]:
         return list(self.pipeline.toolbox.offered())
@@ -164,12 +180,13 @@ class Engine:
                 system=stored.get("system"),
                 tools=stored.get("tools"),
                 memory=stored.get("memory"),
+                digest=stored.get("digest"),
             )
         return cached
 
     async def set_setting(self, key: ConversationKey, name: str, value: str | None) -> None:
         """Change one of the conversation's settings (see ConversationSettings); None resets."""
-        if name not in ("reasoning", "system", "tools", "memory"):
+        if name not in ("reasoning", "system", "tools", "memory", "digest"):
             raise ValueError(f"no conversation setting {name!r}")
         self._settings.pop(key, None)
         await self.store.set_setting(str(key), name, value)
@@ -215,13 +232,13 @@ class Engine:
         call = commands.Call(self, key, author, args.strip(), is_group, place, spaces)
         return await commands.REGISTRY.run(name, call)
 
-    async def summarize(self, call: commands.Call) -> str:
+    async def summarize(self, call: commands.Call, now: float | None = None) -> str:
         key = call.key
         place = call.place or Place(key.channel)
         scope = Scope(key.platform, f"{key.platform}:{key.space}:{place.id}", call.spaces)
         links = self.pipeline.links.get(key.platform)
         try:
-            span = await find_span(self.store, scope, key, call.author.id, call.args, links)
+            span = await find_span(self.store, scope, key, call.author.id, call.args, links, now)
         except SpanError as error:
             return str(error)
         if not span.rows:
@@ -285,6 +302,7 @@ class Engine:
 
     async def aclose(self) -> None:
         await self.shutdown(grace=0)
+        await self.digests.aclose()
         if self.pipeline.memory is not None:
             await self.pipeline.memory.aclose()
         await asyncio.gather(*(source.aclose() for source in self.pipeline.toolbox.sources))

@@ -23,7 +23,7 @@ from bot.types import ConversationKey, Usage
 
 SUMMARY_TOKENS = 1500  # output budget of one summary call
 MEMORY_TOKENS = 600
-LINE_OVERHEAD = 12  # tokens a message's number, time and name add
+LINE_OVERHEAD = 22  # tokens a message's number, time and name add (each digit is one)
 TEXT_MAX = 2000  # characters of one message a summary reads
 
 SPAN_GUIDE = (

@@ -82,6 +82,7 @@ class ConversationSettings:
     # The running summary of turns that left the window (bot/memory.py), kept by the bot
     # itself: never copied to another conversation.
     memory: str | None = None
+    digest: str | None = None  # "HH:MM": post a daily digest here then
 
     def changed(self) -> dict[str, str]:
         """The settings that differ from the defaults, by name (how the store keeps them)."""

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.discord.commands import install
 from adapters.discord.delivery import scheduler
-from adapters.slack.manifest import manifest
+from adapters.slack.manifest import SHORTCUTS, manifest
 from adapters.slack.slash import COMMANDS
 from bot.commands import REGISTRY
 from bot.types import Author, ConversationKey
@@ -33,6 +33,7 @@ async def test_slack_help_lists_every_slack_command_as_typed(engine) -> None:
         "/reasoning",
         "/system",
         "/summarize",
+        "/digest",
         "/tools",
         "/usage",
         "/help",
@@ -86,6 +87,10 @@ def test_manifest_file_is_the_generated_manifest() -> None:
     assert (ROOT / "slack-manifest.yml").read_text() == manifest()
     declared = re.findall(r"^\s+- command: (/\w+)$", manifest(), re.MULTILINE)
     assert declared == list(COMMANDS) == [f"/{c.name}" for c in REGISTRY.on("slack")]
+    shortcuts = re.findall(r"^\s+callback_id: (\w+)$", manifest(), re.MULTILINE)
+    assert shortcuts == [s.callback_id for s in SHORTCUTS] == ["summarize_thread"]
+    assert all(len(s.name) <= 24 and len(s.description) <= 150 for s in SHORTCUTS)
+    assert "  interactivity:\n    is_enabled: true" in manifest()  # shortcuts need it
 
 
 def test_manifest_descriptions_fit_slack_and_discord() -> None:
@@ -112,8 +117,11 @@ def test_discord_tree_is_built_from_the_registry() -> None:
     client = discord.Client(intents=discord.Intents.none())
     tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(client)
     install(tree, engine=None, pacer=scheduler())  # type: ignore[arg-type]
-    built = {c.name: c.to_dict(tree) for c in tree.get_commands()}
+    slash = tree.get_commands(type=discord.AppCommandType.chat_input)
+    built = {c.name: c.to_dict(tree) for c in slash}
     assert list(built) == [c.name for c in REGISTRY.on("discord")]
+    [menu] = tree.get_commands(type=discord.AppCommandType.message)
+    assert menu.name == "Summarize from here"
     ask = {o["name"]: o for o in built["ask"]["options"]}
     assert ask["prompt"]["required"] and ask["prompt"]["type"] == 3  # string
     assert ask["image"]["type"] == 11 and not ask["image"].get("required")  # attachment

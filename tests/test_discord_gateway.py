@@ -76,7 +76,18 @@ async def test_commands_sync_to_configured_guilds_when_the_set_changes(
     scopes = [scope for scope, _ in dc.command_syncs]
     assert scopes == ["global", dc.guild_id]
     names = {c["name"] for c in dc.command_syncs[-1][1]}
-    assert names == {"ask", "reset", "reasoning", "system", "summarize", "tools", "usage", "help"}
+    assert names == {
+        "ask",
+        "reset",
+        "reasoning",
+        "system",
+        "summarize",
+        "digest",
+        "tools",
+        "usage",
+        "help",
+        "Summarize from here",  # the message menu's command
+    }
 
 
 async def test_refused_message_content_intent_is_explained_and_bot_still_answers(

@@ -12,10 +12,12 @@ import yarl
 
 from adapters.discord.client import TeambotClient
 from adapters.discord.convert import PLATFORM
-from adapters.discord.delivery import scheduler
+from adapters.discord.delivery import ChannelSurface, scheduler
 from adapters.discord.links import DiscordLinks
 from adapters.discord.settings import DiscordSettings
+from bot.delivery import say
 from bot.engine import Engine
+from bot.types import ConversationKey
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +68,24 @@ class DiscordAdapter:
     def __init__(self, engine: Engine, settings: DiscordSettings) -> None:
         self.engine = engine
         engine.register_links(PLATFORM, DiscordLinks())
+        engine.register_poster(PLATFORM, self._post)
         self.settings = settings
         self.pacer = scheduler()  # every reply's requests, paced together
         self.client: TeambotClient | None = None
         self._closing = asyncio.Event()
         self._ready = asyncio.Event()
+
+    async def _post(self, key: ConversationKey, text: str) -> None:
+        """Post `text` into a channel (or thread) unprompted, e.g. a daily digest."""
+        client = self.client
+        channel = client.get_channel(int(key.thread or key.channel)) if client else None
+        if not isinstance(channel, discord.abc.Messageable):
+            raise LookupError(f"channel {key.thread or key.channel} is not reachable")
+        reply = await say(
+            self.pacer, ChannelSurface(channel, int(key.thread or key.channel), None), text
+        )
+        if reply.error:
+            raise RuntimeError(f"Discord refused the post: {reply.error}")
 
     async def run(self) -> None:
         """Connect and serve until `close()`."""

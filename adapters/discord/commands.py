@@ -1,5 +1,5 @@
 """Slash commands built from the command registry: `/ask` streams an answer, the rest run
-in the engine.
+in the engine. The message menu's "Summarize from here" runs `summarize` from a message on.
 
 Every command defers at once (Discord voids an interaction not acknowledged within 3 s)
 and answers by follow-up. Whether a reply is private must be chosen at defer time: a
@@ -31,6 +31,8 @@ from bot.types import CommandResult, Message
 
 log = logging.getLogger(__name__)
 
+SUMMARIZE_FROM_HERE = "Summarize from here"  # a message context menu command
+
 # How each kind of option appears in Discord's command picker.
 OPTION_TYPES: dict[Kind, Any] = {
     Kind.TEXT: str,
@@ -40,10 +42,14 @@ OPTION_TYPES: dict[Kind, Any] = {
 
 
 def install(tree: app_commands.CommandTree[Any], engine: Engine, pacer: Scheduler) -> None:
-    """Add every command the registry offers on Discord to `tree`."""
+    """Add every command the registry offers on Discord to `tree`, and the message menu's
+    "Summarize from here"."""
     tree.error(on_command_error)
-    for command in REGISTRY.on("discord"):
+    offered = list(REGISTRY.on("discord"))
+    for command in offered:
         tree.add_command(app_command(command, engine, pacer))
+    if any(command.name == "summarize" for command in offered):
+        tree.add_command(summarize_from_here(engine, pacer))
 
 
 def _parameter(option: Option) -> inspect.Parameter:
@@ -99,6 +105,17 @@ def app_command(
     if choices:
         app_commands.choices(**choices)(callback)
     return app_commands.Command(name=command.name, description=command.summary, callback=callback)
+
+
+def summarize_from_here(engine: Engine, pacer: Scheduler) -> app_commands.ContextMenu:
+    """A message's Apps menu item: `summarize from:<its link>`, the span from that message
+    to now in its channel, answered in the channel for everyone."""
+
+    async def callback(interaction: discord.Interaction, message: discord.Message) -> None:
+        args = f"from:{message.jump_url}"
+        await run_command(engine, pacer, interaction, "summarize", args, ephemeral=False)
+
+    return app_commands.ContextMenu(name=SUMMARIZE_FROM_HERE, callback=callback)
 
 
 async def on_command_error(

@@ -1,4 +1,5 @@
-"""Register slash commands only when they changed since the last sync.
+"""Register application commands (slash commands and the message menu's) only when they
+changed since the last sync.
 
 `on_ready` fires on every reconnect and Discord caps command creates per day, so the
 adapter syncs from `setup_hook` and only when a fingerprint of the command set differs
@@ -25,7 +26,11 @@ META_KEY = "discord_command_sync"
 def fingerprint(
     tree: app_commands.CommandTree[Any], app_id: int, guild_ids: tuple[int, ...]
 ) -> str:
-    commands = sorted((c.to_dict(tree) for c in tree.get_commands()), key=lambda c: str(c["name"]))
+    """Of every command in `tree`: slash commands and context menus alike."""
+    commands = sorted(
+        (c.to_dict(tree) for c in tree.get_commands()),
+        key=lambda c: (int(c.get("type", 1)), str(c["name"])),
+    )
     blob = json.dumps(
         {"app": app_id, "guilds": sorted(guild_ids), "commands": commands},
         sort_keys=True,
@@ -51,5 +56,5 @@ async def sync_if_changed(
         await tree.sync()
     await engine.set_meta(META_KEY, digest)
     where = f"guilds {', '.join(map(str, guild_ids))}" if guild_ids else "globally"
-    log.info("synced %d slash commands %s", len(tree.get_commands()), where)
+    log.info("synced %d application commands %s", len(tree.get_commands()), where)
     return True

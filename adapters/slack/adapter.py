@@ -26,6 +26,7 @@ from adapters.slack.people import Names
 from adapters.slack.places import Channels
 from adapters.slack.runtime import Runtime
 from adapters.slack.settings import SlackSettings
+from adapters.slack.shortcuts import SUMMARIZE_THREAD, Shortcuts
 from adapters.slack.slash import COMMANDS, Slash
 from bot.engine import Engine
 
@@ -56,9 +57,11 @@ class SlackAdapter:
         self.rt = Runtime(
             engine, client, SlackApi(client), Names(client), Channels(client), settings.bot_token
         )
+        engine.register_poster("slack", self.rt.post)
         self.app = self._build_app()
         self._events = Events(self.rt)
         self._slash = Slash(self.rt)
+        self._shortcuts = Shortcuts(self.rt)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
         self._socket: AsyncSocketModeHandler | None = None
@@ -76,6 +79,7 @@ class SlackAdapter:
         app.event("message")(self._on_event)
         for name in COMMANDS:
             app.command(name)(self._on_command)
+        app.shortcut(SUMMARIZE_THREAD)(self._on_summarize_thread)
         return app
 
     # Listeners: start the work and return at once
@@ -88,6 +92,12 @@ class SlackAdapter:
     ) -> None:
         await ack()
         self._spawn(self._slash.handle(command, respond))
+
+    async def _on_summarize_thread(
+        self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        await ack()
+        self._spawn(self._shortcuts.summarize_thread(body, respond))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(self._guard(work))
@@ -119,6 +129,7 @@ class SlackAdapter:
             self.rt.bot_id = str(auth.get("bot_id") or "")
             links = SlackLinks(str(auth.get("team_id") or ""), str(auth.get("url") or ""))
             self.rt.engine.register_links("slack", links)
+            self._shortcuts.links = links
             if self.settings.socket_mode:
                 await self._start_socket()
             else:

@@ -133,6 +133,13 @@ class Runtime:
         if reply.error and not reply.visible:
             await self.say(place, FAILED)
 
+    async def post(self, key: ConversationKey, text: str) -> None:
+        """Post `text` into a channel (or thread) unprompted, e.g. a daily digest."""
+        place = Place(key.channel, key.thread, "", "", key.space)
+        reply = await self.say(place, text)
+        if reply.error:
+            raise RuntimeError(f"Slack refused the post: {reply.error}")
+
     async def say(self, place: Place, text: str) -> Reply:
         """Post `text` as a whole message; never raises (`Reply.error` says why it failed)."""
         return await say(self.pacer, SlackSurface(self.api, replace(place, native=False)), text)

@@ -15,6 +15,7 @@ from bot.commands.registry import (
     Registry,
     Who,
 )
+from bot.digests import DEFAULT_TIME, parse_clock
 from bot.store import UsageTotals
 from bot.types import CommandResult
 
@@ -114,6 +115,38 @@ async def _summarize(call: Call) -> CommandResult:
             call, args=call.args[: call.args.lower().rfind("private")].strip()
         )
     return CommandResult(await call.services.summarize(call), private)
+
+
+async def _digest(call: Call) -> CommandResult:
+    words = call.args.lower().split()
+    key = call.key
+    if not call.is_group or key.thread:
+        return CommandResult("Daily digests are for channels; use this in the channel.", True)
+    current = (await call.services.conversation_settings(key)).digest
+    zone = call.services.settings.timezone
+    if not words:
+        if current is None:
+            return CommandResult("No daily digest here. `digest on [HH:MM]` starts one.")
+        return CommandResult(
+            f"A digest of the last 24 hours is posted here daily at {current} ({zone})."
+        )
+    if words == ["off"]:
+        await call.services.set_setting(key, "digest", None)
+        return CommandResult("Daily digest **off** here.")
+    at = parse_clock(words[1]) if words[0] == "on" and len(words) == 2 else None
+    if words == ["on"]:
+        at = DEFAULT_TIME
+    if words[0] != "on" or at is None:
+        return CommandResult("Use `digest on`, `digest on 17:30` or `digest off`.", True)
+    await call.services.set_setting(key, "digest", at)
+    return CommandResult(
+        f"Daily digest **on**: every day at {at} ({zone}) I post a summary of the last 24 hours "
+        "here, unless nothing happened."
+    )
+
+
+def _digest_is_private(call: Call) -> bool:
+    return not call.args or not Command.allowed(DIGEST, call)
 
 
 def _tools_is_private(call: Call) -> bool:
@@ -217,6 +250,18 @@ REGISTRY.add(
             Option("private", "Show the summary only to me", Kind.FLAG),
         ),
         private=_wants_private,
+    )
+)
+DIGEST = REGISTRY.add(
+    Command(
+        name="digest",
+        summary="A daily summary of this channel, posted at a set time (admins)",
+        help="post a summary of the last 24 hours here every day at a time (admins change it)",
+        usage="on [HH:MM]|off",
+        handler=_digest,
+        options=(Option("setting", "on, on 17:30, or off; leave empty to see the current one"),),
+        who=Who.ADMINS_TO_CHANGE,
+        private=_digest_is_private,
     )
 )
 TOOLS = REGISTRY.add(

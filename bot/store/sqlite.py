@@ -68,7 +68,7 @@ RECENT = 100_000
 # (conversation, created_at) index, unless fewer than SPAN_PROBE messages per conversation
 # were created in the whole range: then it walks them through the created_at index.
 SPAN_PROBE = 4
-SPAN_CONVERSATIONS = 50_000  # counted up to this many (then the walk it is, by far)
+SPAN_CONVERSATIONS = 50_000  # conversations under a prefix counted, at the most
 MMAP_BYTES = 1 << 30
 
 
@@ -856,13 +856,15 @@ class SQLiteStore:
         """The newest `limit` readable originals created in [since, until) under `prefix`.
 
         The conversations under the prefix are an index range of their keys (see
-        `prefix_end`; the substr() test keeps it literal whatever the range). Each
+        `prefix_end`; the substr() test is what makes it exact and literal). Each
         one's messages in the time range are then an index range too, so a channel and
         its threads cost a few lookups plus the rows found, however long their history.
         When the time range holds fewer messages than that costs in lookups (a short
         span under a wide prefix: a whole workspace over an hour), it is walked through
         the created_at index instead, newest first, up to the limit.
         """
+        if since >= until:
+            return []
         readable, params = self._readable(scope, "m.place")
         keys = "c.key >= :prefix AND substr(c.key, 1, length(:prefix)) = :prefix"
         end = prefix_end(prefix)
@@ -874,7 +876,7 @@ class SQLiteStore:
             f"LIMIT {SPAN_CONVERSATIONS})",
             params,
         )[0]["n"]
-        if counted == 0 or since >= until:
+        if counted == 0:
             return []
         probes = counted * SPAN_PROBE
         walked = self._rows(

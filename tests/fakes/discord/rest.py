@@ -185,6 +185,8 @@ class Rest:
         for cmd in body:
             out.append(
                 {
+                    "type": 1,
+                    "description": "",  # what Discord answers for context menu commands
                     **cmd,
                     "id": payloads.snowflake(),
                     "application_id": self.fake.app_id,

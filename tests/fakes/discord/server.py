@@ -1,8 +1,8 @@
 """A loopback Discord: the REST API and gateway websocket that discord.py talks to.
 
 Start it, point a client at `api_base_url` / `gateway_url`, then play users with
-`user_message`, `user_edit`, `user_delete` and `slash`, and read what the bot did from
-`posted`, `interactions`, `requests` and the 429 counters.
+`user_message`, `user_edit`, `user_delete`, `slash` and `message_command`, and read what
+the bot did from `posted`, `interactions`, `requests` and the 429 counters.
 """
 
 from __future__ import annotations
@@ -268,11 +268,37 @@ class FakeDiscord:
         age: float = 0.0,
     ) -> InteractionRecord:
         """A person runs a slash command. Attachment options are (filename, mime, bytes)."""
-        iid, token = payloads.snowflake(), f"itoken-{payloads.snowflake()}"
         opts, resolved = self.rest.interaction_options(options or {})
+        command = {"name": name, "type": 1, "options": opts, "resolved": resolved}
+        return await self._interaction(command, user_id, channel_id, age)
+
+    async def message_command(
+        self, name: str, message_id: str, *, user_id: str, channel_id: str, age: float = 0.0
+    ) -> InteractionRecord:
+        """A person picks `name` in a message's Apps menu (a message context-menu command)."""
+        target = self.messages[message_id]
+        command = {
+            "name": name,
+            "type": 3,
+            "target_id": message_id,
+            "resolved": {"messages": {message_id: target}},
+        }
+        return await self._interaction(command, user_id, channel_id, age)
+
+    async def _interaction(
+        self, command: dict[str, Any], user_id: str, channel_id: str, age: float
+    ) -> InteractionRecord:
+        """Dispatch an application command interaction (type 2) for `command` (its data)."""
+        name = str(command["name"])
+        iid, token = payloads.snowflake(), f"itoken-{payloads.snowflake()}"
         ch = self.channels[channel_id]
         cmd_id = next(
-            (c["id"] for cs in self.commands.values() for c in cs if c["name"] == name),
+            (
+                c["id"]
+                for cs in self.commands.values()
+                for c in cs
+                if c["name"] == name and c.get("type", 1) == command["type"]
+            ),
             payloads.snowflake(),
         )
         data: dict[str, Any] = {
@@ -281,7 +307,7 @@ class FakeDiscord:
             "type": 2,
             "token": token,
             "version": 1,
-            "data": {"id": cmd_id, "name": name, "type": 1, "options": opts, "resolved": resolved},
+            "data": {"id": cmd_id, **command},
             "channel_id": channel_id,
             "channel": ch,
             "app_permissions": payloads.ALL_PERMISSIONS,

@@ -443,6 +443,46 @@ class FakeSlack:
         self._spawn(self._post_http(form_body(fields), "application/x-www-form-urlencoded", rid))
         return rid
 
+    def message_shortcut(self, callback_id: str, user: str, channel: str, ts: str) -> str:
+        """A person picks a message shortcut on message `ts`; returns the envelope (or
+        request) id. The payload is Slack's `message_action`, with the message as shown."""
+        posted = self.messages[(channel, ts)]
+        message = self.message_json(posted)
+        replies = [m for m in self.messages.values() if m.channel == channel and m.thread_ts == ts]
+        if replies:  # a thread's root carries its own ts as thread_ts, as in Slack
+            message |= {"thread_ts": ts, "reply_count": len(replies)}
+        rid = f"R{next(self._ids)}"
+        kind = self._kind(channel)
+        payload = {
+            "type": "message_action",
+            "token": "fake-verification-token",
+            "action_ts": self.new_ts(),
+            "team": {"id": self.team_id, "domain": "fake"},
+            "user": {
+                "id": user,
+                "username": self.users.get(user, user).lower(),
+                "name": self.users.get(user, user).lower(),
+                "team_id": self.team_id,
+            },
+            "channel": {
+                "id": channel,
+                "name": "directmessage" if kind == "im" else channel.lower(),
+            },
+            "is_enterprise_install": False,
+            "enterprise": None,
+            "api_app_id": "A0FAKE",
+            "callback_id": callback_id,
+            "trigger_id": f"T.{rid}",
+            "response_url": f"http://127.0.0.1:{self.port}/respond/{rid}",
+            "message_ts": ts,
+            "message": message,
+        }
+        if self.mode == "socket":
+            return self.hub.send("interactive", payload)
+        fields = {"payload": json.dumps(payload)}
+        self._spawn(self._post_http(form_body(fields), "application/x-www-form-urlencoded", rid))
+        return rid
+
     # Queries for assertions
 
     def bot_messages(self, channel: str, thread_ts: str | None = None) -> list[Posted]:
