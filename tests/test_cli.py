@@ -215,3 +215,14 @@ async def test_kill_9_mid_reply_loses_no_question(tmp_path):
         assert "the launch code is 4417" in str(fake.requests[-1]["messages"])
         # No answer was stored for the killed turn, so both questions reach the model together.
         assert out.startswith("echo: the launch code is 4417\n\nwhat was the code?")
+
+
+async def test_chat_summarizes_the_conversation(fake_mistral, tmp_path):
+    env = cli_env(fake_mistral, tmp_path)
+    stdin = "the deploy is at noon\n/summarize 1d\n"
+    code, out, err = await teambot("chat", env=env, cwd=tmp_path, stdin=stdin)
+    assert code == 0, err
+    summary_request = fake_mistral.requests[-1]
+    assert summary_request["messages"][0]["content"].startswith("You summarise a team chat")
+    assert "the deploy is at noon" in summary_request["messages"][1]["content"]
+    assert "_Said here over the last day ·" in out and "2 messages · 1 model call" in out

@@ -151,3 +151,23 @@ async def test_an_interaction_too_old_to_answer_is_one_log_line(
     [line] = [r for r in caplog.records if "Discord refused" in r.getMessage()]
     assert "HTTP 404, code 10062" in line.getMessage() and line.exc_info is None
     assert record.callbacks == [] and record.followups == []
+
+
+async def test_summarize_a_period_publicly_and_privately_with_jump_links(
+    bot: Running, dc: FakeDiscord, fake_mistral: FakeMistral
+) -> None:
+    note = await dc.user_message(dc.general, dc.bob, "we ship on friday")
+    await settle()
+    fake_mistral.enqueue(Reply("**Decisions**\n- Ship on Friday [1]."))
+    record = await dc.slash("summarize", {"span": "2h"}, user_id=dc.alice, channel_id=dc.general)
+    answer = (await followups(bot, dc, record))[-1]
+    assert deferred(record, ephemeral=False) and not answer.ephemeral
+    link = f"https://discord.com/channels/{dc.guild_id}/{dc.general}/{note['id']}"
+    assert f"[1]({link})" in answer.content
+    assert "1 message" in answer.content and answer.pings == set()
+    private = await dc.slash(
+        "summarize", {"span": "30m", "private": True}, user_id=dc.alice, channel_id=dc.thread
+    )
+    [quiet] = await followups(bot, dc, private)
+    assert deferred(private, ephemeral=True) and quiet.ephemeral
+    assert quiet.content == "Nothing was said in this thread."

@@ -204,3 +204,19 @@ async def test_slack_connect_file_stubs_are_looked_up(
     content = fake_mistral.requests[-1]["messages"][-1]["content"]
     assert any(p.get("type") == "image_url" for p in content)
     assert slack.fake.count("files.info", ok=True) == 1
+
+
+async def test_summarize_in_a_channel_and_privately(
+    slack: Harness, fake_mistral: FakeMistral
+) -> None:
+    ts = slack.fake.user_message("U2", "C1", "the api is slow since noon")
+    await slack.idle()
+    fake_mistral.enqueue(Reply("**Topics**\n- API latency [1]."))
+    shown = await command(slack, "/summarize", "1d")
+    assert shown["response_type"] == "in_channel"
+    link = f"https://fake.slack.test/archives/C1/p{ts.replace('.', '')}"
+    assert f"[1]({link})" in shown["text"]
+    assert "in the last day" not in shown["text"] and "1 message" in shown["text"]
+    private = await command(slack, "/summarize", "30m private", channel="C2")
+    assert private["response_type"] == "ephemeral"
+    assert private["text"] == "Nothing was said here over the last 30 minutes."
