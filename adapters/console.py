@@ -116,7 +116,9 @@ class ConsoleAdapter:
         self.engine = engine
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.interactive = stdin.isatty()
-        self.author = Author("console", _user_name())
+        # Whoever runs `teambot chat` has the shell and the database: the operator, an
+        # admin whom the access rules (bot/access.py) never refuse.
+        self.author = Author("console", _user_name(), platform_admin=True)
         self.pacer = Scheduler(_unlimited)
 
     async def run(self) -> None:

@@ -9,6 +9,7 @@ helpers here (`adapters/*/settings.py`); `bot/app.py` puts them together.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "do not add such a prefix to your own replies. Use Markdown for formatting."
 )
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BUILTIN_TOOLS = ("search_messages", "read_messages", "current_time")
 
 
@@ -47,6 +49,19 @@ class Settings:
     timezone: str = "UTC"
     mcp_config: str = ""  # path of an mcpServers JSON file
     mcp_servers: tuple[Any, ...] = ()  # its servers (bot.tools.mcp_servers.ServerConfig)
+    # Who may use the bot (platform ids; empty allow lists mean everyone; block wins).
+    allowed_users: frozenset[str] = field(default_factory=frozenset)
+    blocked_users: frozenset[str] = field(default_factory=frozenset)
+    allowed_channels: frozenset[str] = field(default_factory=frozenset)
+    blocked_channels: frozenset[str] = field(default_factory=frozenset)
+    allowed_roles: frozenset[str] = field(default_factory=frozenset)
+    allow_dms: bool = True
+    # What it may spend, in US dollars; None means no limit.
+    user_daily_usd: float | None = None
+    user_monthly_usd: float | None = None
+    channel_daily_usd: float | None = None
+    daily_usd: float | None = None
+    admins_unlimited: bool = False
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -124,6 +139,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     model = env.get("TEAMBOT_MODEL", "").strip() or "mistral-small-2603"
     return Settings(
         **_tool_settings(env),
+        **_control_settings(env),
         mistral_api_key=env.get("MISTRAL_API_KEY", "").strip(),
         mistral_base_url=url(env, "MISTRAL_BASE_URL", "https://api.mistral.ai/v1").rstrip("/"),
         model=model,
@@ -135,6 +151,55 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         admin_ids=frozenset(id_list(env, "TEAMBOT_ADMIN_IDS")),
         log_level=log_level,
     )
+
+
+def dollars(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip().removeprefix("$")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value < 1e9):  # also rejects nan and inf
+        raise ConfigError(name, f"an amount in US dollars such as 2.50, or empty (got {raw!r})")
+    return value
+
+
+def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"true or false (got {raw!r})")
+
+
+def ids(env: Mapping[str, str], name: str) -> frozenset[str]:
+    """A comma list of platform ids (Discord snowflakes, Slack U…/C…/S… ids)."""
+    found = id_list(env, name)
+    bad = [part for part in found if not ID.fullmatch(part)]
+    if bad:
+        raise ConfigError(name, f"a comma list of platform ids (got {bad[0]!r})")
+    return frozenset(found)
+
+
+def _control_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "allowed_users": ids(env, "TEAMBOT_ALLOWED_USERS"),
+        "blocked_users": ids(env, "TEAMBOT_BLOCKED_USERS"),
+        "allowed_channels": ids(env, "TEAMBOT_ALLOWED_CHANNELS"),
+        "blocked_channels": ids(env, "TEAMBOT_BLOCKED_CHANNELS"),
+        "allowed_roles": ids(env, "TEAMBOT_ALLOWED_ROLES"),
+        "allow_dms": flag(env, "TEAMBOT_ALLOW_DMS", True),
+        "user_daily_usd": dollars(env, "TEAMBOT_USER_DAILY_USD"),
+        "user_monthly_usd": dollars(env, "TEAMBOT_USER_MONTHLY_USD"),
+        "channel_daily_usd": dollars(env, "TEAMBOT_CHANNEL_DAILY_USD"),
+        "daily_usd": dollars(env, "TEAMBOT_DAILY_USD"),
+        "admins_unlimited": flag(env, "TEAMBOT_ADMINS_UNLIMITED", False),
+    }
 
 
 def _tool_settings(env: Mapping[str, str]) -> dict[str, Any]:

@@ -11,23 +11,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from bot import commands, tokens
+from bot import access, commands, tokens
 from bot.accounting import Accounts
 from bot.catchup import SpanError, find_span
 from bot.config import Settings
 from bot.digests import Digests, Poster
+from bot.limits import Limits
 from bot.memory import Remembering
 from bot.model import ModelClient
 from bot.pipeline import Emit, Prepared, ReplyPipeline
-from bot.store import NewMessage, PlaceInfo, Scope, Store, StoredMessage, UsageTotals
+from bot.store import (
+    AuditEntry,
+    NewMessage,
+    PlaceInfo,
+    Scope,
+    Store,
+    StoredMessage,
+    UsageTotals,
+)
 from bot.summaries import Summarizer, SummaryFailed, footer
 from bot.tools import Links, place_of
 from bot.tools.builtin import BUILTINS
 from bot.tools.loop import Toolbox, ToolSource
 from bot.types import (
+    DM,
     Author,
     CommandResult,
     ConversationKey,
@@ -81,6 +92,8 @@ class Engine:
         self.summarizer = Summarizer(model, store, self.accounts, settings.context_tokens)
         self.pipeline.memory = Remembering(self.summarizer, store, self.set_setting)
         self.digests = Digests(store, self._digest, settings.timezone)
+        self.limits = self.pipeline.limits = self.summarizer.limits = Limits(settings, store)
+        self.pipeline.unlimited = self._unlimited
         builtins = [BUILTINS[name] for name in settings.tools]
         self.pipeline.toolbox = Toolbox(builtins, tool_sources if settings.tools else ())
         # The place each conversation was last filed under by this process: a write is
@@ -103,6 +116,24 @@ class Engine:
         """How `platform` builds and reads message links (for the tools' citations)."""
         self.pipeline.links[platform] = links
 
+    async def spending(
+        self, key: ConversationKey, user_id: str
+    ) -> list[tuple[str, float, float | None]]:
+        budgets = self.limits.budgets(key, user_id, time.time())
+        spent = await self.store.spent(budgets)
+        labels = ("You, today", "You, this month", "This channel, today", "The whole bot, today")
+        return [(label, *spent[b.scope]) for label, b in zip(labels, budgets, strict=True)]
+
+    async def set_spend_limit(self, call: commands.Call, scope: str, amount: float | None) -> None:
+        await self.store.set_spend_limit(scope, amount)
+        shown = "off" if amount is None else f"{amount:.2f}"
+        entry = AuditEntry(call.key.platform, call.author.id, "limits", f"{scope} = {shown}")
+        await self.store.add_audit(entry)
+
+    def _unlimited(self, message: Message) -> bool:
+        """Admins pass spending limits only when TEAMBOT_ADMINS_UNLIMITED says so."""
+        return self.settings.admins_unlimited and self.is_admin(message.author)
+
     def register_poster(self, platform: str, poster: Poster) -> None:
         """How to post a message into a channel of `platform` unprompted (digests)."""
         self.digests.posters[platform] = poster
@@ -119,14 +150,62 @@ class Engine:
     def tool_names(self) -> list[str]:
         return list(self.pipeline.toolbox.offered())
 
-    def is_admin(self, author_id: str) -> bool:
-        return author_id in self.settings.admin_ids
+    def is_admin(self, author: Author | str) -> bool:
+        """Listed in TEAMBOT_ADMIN_IDS, or (given an Author) an admin on its platform."""
+        if isinstance(author, str):
+            return access.is_admin(self.settings, author)
+        return access.is_admin(self.settings, author.id, author.platform_admin)
+
+    def refusal(
+        self,
+        key: ConversationKey,
+        author: Author,
+        *,
+        is_group: bool = True,
+        place: Place | None = None,
+        roles: tuple[str, ...] = (),
+        channels: tuple[str, ...] = (),
+    ) -> str | None:
+        """The sentence for a caller the access rules refuse there, or None when allowed.
+        Commands answer it privately every time; adapters ask before a slash-command
+        question shows anything."""
+        decision = self._access(key, author, is_group, place, roles, channels)
+        return None if decision else decision.sentence
+
+    def _access(
+        self,
+        key: ConversationKey,
+        author: Author,
+        is_group: bool,
+        place: Place | None,
+        roles: tuple[str, ...],
+        channels: tuple[str, ...],
+    ) -> access.Decision:
+        is_dm = not is_group or (place is not None and place.visibility == DM)
+        where = channels or (key.channel,)
+        admin = author.platform_admin
+        asker = access.Asker(author.id, where, roles, is_dm, admin, author.is_bot)
+        return access.decide(self.settings, asker)
+
+    def allows(self, message: Message) -> bool:
+        """Whether the access rules let `message` be answered and stored (adapters skip
+        downloading a refused message's files)."""
+        return bool(self._message_access(message))
+
+    def _message_access(self, message: Message) -> access.Decision:
+        m = message
+        return self._access(m.key, m.author, m.is_group, m.place, m.roles, m.channels)
 
     async def claim_event(self, source: str, event_id: str) -> bool:
         return await self.store.claim_event(f"{source}:{event_id}")
 
     async def record(self, message: Message) -> bool:
-        """Store a message as context without answering it."""
+        """Store a message as context without answering it (not when the access rules
+        refuse its author or channel: refused messages are not stored)."""
+        decision = self._message_access(message)
+        if not decision:
+            log.debug("not storing %s in %s: %s", message.id, message.key, decision.reason)
+            return False
         row, _ = await asyncio.gather(
             self.store.add_message(await _new_row(message, message.text)),
             self._note_place(message),
@@ -226,10 +305,19 @@ class Engine:
         is_group: bool = True,
         place: Place | None = None,
         spaces: tuple[str, ...] = (),
+        roles: tuple[str, ...] = (),
+        channels: tuple[str, ...] = (),
     ) -> CommandResult:
         """Run command `name`; `place` and `spaces` say what its caller may read (see
-        Message), for commands that read history."""
-        call = commands.Call(self, key, author, args.strip(), is_group, place, spaces)
+        Message), for commands that read history; `roles` and `channels` are the access
+        facts (see Message). A refused caller gets one private sentence."""
+        decision = self._access(key, author, is_group, place, roles, channels)
+        if not decision:
+            log.info("refused /%s by %s in %s: %s", name, author.id, key, decision.reason)
+            return CommandResult(decision.sentence, private=True)
+        call = commands.Call(
+            self, key, author, args.strip(), is_group, place, spaces, roles, channels
+        )
         return await commands.REGISTRY.run(name, call)
 
     async def summarize(self, call: commands.Call, now: float | None = None) -> str:
@@ -262,19 +350,39 @@ class Engine:
         return f"{summary.text}\n\n{footer(span.what, span.rows, summary, self.settings.timezone)}"
 
     def answers_privately(
-        self, key: ConversationKey, author: Author, name: str, args: str, *, is_group: bool
+        self,
+        key: ConversationKey,
+        author: Author,
+        name: str,
+        args: str,
+        *,
+        is_group: bool,
+        place: Place | None = None,
+        roles: tuple[str, ...] = (),
+        channels: tuple[str, ...] = (),
     ) -> bool:
-        """Whether `command` will answer only its caller (known before it runs)."""
-        call = commands.Call(self, key, author, args.strip(), is_group)
+        """Whether `command` will answer only its caller (known before it runs); a refused
+        caller's answer is private."""
+        if not self._access(key, author, is_group, place, roles, channels):
+            return True
+        call = commands.Call(self, key, author, args.strip(), is_group, place, (), roles, channels)
         return commands.REGISTRY.is_private(name, call)
 
     async def reply(self, message: Message) -> AsyncIterator[ReplyEvent]:
         """Answer `message`: text and thinking deltas, then one ReplyDone or ReplyFailed.
 
-        Yields nothing at all for a message that was already answered.
+        Yields nothing at all for a message that was already answered. A message the
+        access rules refuse is not stored; its author gets one ReplyFailed the first time
+        that day (claimed in the store, so across processes and restarts), then nothing.
         """
         if self._closing:
             yield ReplyFailed(SHUTTING_DOWN)
+            return
+        decision = self._message_access(message)
+        if not decision:
+            log.info("refused %s in %s: %s", message.id, message.key, decision.reason)
+            if await self._first_refusal_today(message):
+                yield ReplyFailed(decision.sentence)
             return
         text, reasoning = parse_think(message.text, message.reasoning)
         row, ready = await self._store_question(message, text)
@@ -289,6 +397,11 @@ class Engine:
             yield event
             if isinstance(event, ReplyDone | ReplyFailed):
                 return
+
+    async def _first_refusal_today(self, message: Message) -> bool:
+        platform, user = message.key.platform, message.author.id
+        claim = access.refusal_claim(platform, user, time.time(), self.settings.timezone)
+        return await self.store.claim_event(claim)
 
     async def shutdown(self, grace: float = 8.0) -> None:
         """Take no new work; give in-flight replies `grace` seconds, then cut and store them."""

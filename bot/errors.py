@@ -3,6 +3,7 @@
     TeambotError
     ├── ConfigError            bad or missing configuration (exit code 2)
     └── ModelError             the model call failed; `user_message` is safe to show
+        ├── SpendLimitReached  a spending limit leaves no room (not an API error at all)
         ├── ModelAuthError     401/403: key missing, wrong, or not allowed this model
         ├── ModelRateLimited   429 after retries (rate limit or spend cap)
         ├── ContextTooLong     400: prompt larger than the model accepts
@@ -40,6 +41,14 @@ class ModelError(TeambotError):
     def __init__(self, detail: str = "", *, status: int | None = None) -> None:
         super().__init__(detail or self.user_message)
         self.status = status
+
+
+class SpendLimitReached(ModelError):
+    """A spending limit leaves no room for the call; the detail says which, for people too."""
+
+    def __init__(self, sentence: str) -> None:
+        super().__init__(sentence)
+        self.user_message = sentence
 
 
 class ModelAuthError(ModelError):

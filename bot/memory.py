@@ -24,6 +24,7 @@ from bot.types import ConversationKey
 log = logging.getLogger("teambot.memory")
 
 MAX_ROWS = 2000  # the most turns one update reads (the newest, if a backlog built up)
+MAX_CHARS = 3000  # a summary longer than asked for (~600 tokens) is cut: it rides every prompt
 SetSetting = Callable[[ConversationKey, str, str | None], Awaitable[None]]
 
 
@@ -75,6 +76,8 @@ class Remembering:
         except SummaryFailed as error:
             log.warning("memory of %s not updated (kept the previous one): %s", key, error)
             return
+        if len(text) > MAX_CHARS:
+            text = text[: MAX_CHARS - 1] + "…"
         await self.set_setting(key, "memory", Memory(text, new_start - 1).dumps())
 
     async def idle(self) -> None:

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from bot import context, tokens
 from bot.accounting import Accounts
 from bot.config import Settings
-from bot.errors import ContextTooLong, ModelError
+from bot.errors import ContextTooLong, ModelError, SpendLimitReached
+from bot.limits import Grant, Limits
 from bot.memory import Memory, Remembering
 from bot.model import (
     AnswerChunk,
@@ -81,6 +82,7 @@ class Outcome:
     spent: Usage = field(default_factory=Usage)  # the tool rounds' usage, recorded already
     first_estimate: int = 0  # the first call's prompt estimate (for calibration)
     first_usage: Usage | None = None
+    grant: Grant | None = None  # what the spending limits set aside for the last call
 
     @property
     def state(self) -> str:
@@ -120,6 +122,8 @@ class ReplyPipeline:
         self.toolbox = Toolbox(())
         self.links: dict[str, Links] = {}  # by platform, registered by the adapters
         self.memory: Remembering | None = None  # summaries of what leaves the window
+        self.limits: Limits | None = None  # spending limits, checked before every call
+        self.unlimited: Callable[[Message], bool] = lambda message: False
 
     async def run(
         self,
@@ -232,14 +236,32 @@ class ReplyPipeline:
                 messages=request.messages + rounds.history(done.rounds),
                 tool_choice="none" if last else "auto",
             )
+            grant = await self._grant(turn, step, done.estimate)
+            if grant is not None and grant.refusal:
+                refused = Outcome(error=SpendLimitReached(grant.refusal), estimate=done.estimate)
+                return self._last_call(done, refused)
+            if grant is not None:
+                step = dataclasses.replace(
+                    step, max_tokens=grant.max_tokens, reasoning=grant.reasoning
+                )
             call = await self._stream(step, emit)
-            call.estimate = done.estimate
+            call.estimate, call.grant = done.estimate, grant
             if not done.rounds:
                 done.first_usage = call.usage
             if not (call.calls and turn.tools and not last) or call.error or call.cancelled:
                 return self._last_call(done, call)
             if not await self._tool_round(turn, ctx, call, done, budget, emit):
                 return done
+
+    async def _grant(self, turn: Turn, step: ModelRequest, estimate: int) -> Grant | None:
+        """What the spending limits allow this call (None: no limits apply to its asker)."""
+        if self.limits is None or self.unlimited(turn.message):
+            return None
+        message = turn.message
+        prompt = int(estimate * self.accounts.calibration.ratio)
+        return await self.limits.grant(
+            message.key, message.author.id, prompt, step.max_tokens, step.reasoning
+        )
 
     async def _tool_round(
         self, turn: Turn, ctx: ToolContext, call: Outcome, done: Outcome, budget: int, emit: Emit
@@ -260,6 +282,8 @@ class ReplyPipeline:
                 room=budget - call.estimate,
             )
             await recorded
+            if self.limits is not None:
+                await self.limits.release(call.grant)
         except asyncio.CancelledError:
             done.cancelled = True
             return False
@@ -337,6 +361,8 @@ class ReplyPipeline:
             row = _answer_row(message, turn.row, outcome, answer_tokens)
             writes.append(self.store.add_message(dataclasses.replace(row, rounds=stored_rounds)))
         await asyncio.gather(*writes)  # together: one store round trip
+        if self.limits is not None:
+            await self.limits.release(outcome.grant)  # its cost is in the usage table now
         if failed is not None:
             emit(ReplyFailed(failed.user_message))
             return

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from bot import tokens
 from bot.accounting import Accounts, cost_usd
 from bot.errors import ModelError
+from bot.limits import Limits
 from bot.model import AnswerChunk, Finished, ModelClient, ModelRequest
 from bot.store import Store, StoredMessage
 from bot.types import ConversationKey, Usage
@@ -77,6 +79,7 @@ class Summarizer:
         self.accounts = accounts
         # Room for a chunk: the budget minus the guide and the answer.
         self.chunk_tokens = max(2000, context_tokens - SUMMARY_TOKENS - 1000)
+        self.limits: Limits | None = None  # spending limits, checked before every call
 
     async def span(
         self,
@@ -123,6 +126,13 @@ class Summarizer:
             reasoning=False,
             max_tokens=max_tokens,
         )
+        grant = None
+        if self.limits is not None:
+            prompt = await tokens.count_async(guide + body)
+            grant = await self.limits.grant(key, user_id, prompt, max_tokens, False)
+            if grant.refusal:
+                raise SummaryFailed(grant.refusal)
+            request = ModelRequest(request.messages, False, grant.max_tokens)
         answer: list[str] = []
         usage = Usage()
         try:
@@ -141,6 +151,8 @@ class Summarizer:
             )
             record = self.accounts.usage_record(key, user_id, usage, 0.0, "ok", kind="summary")
             await self.store.record_usage(record)
+            if self.limits is not None:
+                await self.limits.release(grant)
         text = "".join(answer).strip()
         if not text:
             raise SummaryFailed("The model returned an empty summary.")

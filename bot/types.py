@@ -30,6 +30,10 @@ class Author:
     id: str
     name: str
     is_bot: bool = False
+    # The platform says this person runs the place: a Discord member with Manage Server
+    # in the message's server, a Slack workspace admin or owner. Admins pass the access
+    # rules about people (bot/access.py) and may run admin-only commands.
+    platform_admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,13 @@ class Message:
     # Spaces (guilds, workspaces) whose public channels the author can read; empty
     # means just the conversation's own space.
     spaces: tuple[str, ...] = ()
+    # The author's roles where they wrote: Discord role ids (without @everyone), Slack
+    # user-group ids (filled only when TEAMBOT_ALLOWED_ROLES is set). A Discord DM has none.
+    roles: tuple[str, ...] = ()
+    # The channel ids that describe where it was written, for the channel allow and block
+    # lists: the channel first, then what contains it (on Discord a thread's parent
+    # channel and the channel's category). Empty means just `key.channel`.
+    channels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ async def test_slack_help_lists_every_slack_command_as_typed(engine) -> None:
         "/reasoning",
         "/system",
         "/summarize",
+        "/limits",
         "/digest",
         "/tools",
         "/usage",

@@ -82,6 +82,7 @@ async def test_commands_sync_to_configured_guilds_when_the_set_changes(
         "reasoning",
         "system",
         "summarize",
+        "limits",
         "digest",
         "tools",
         "usage",

@@ -256,6 +256,14 @@ async def test_images_go_as_image_url_parts(engine, fake_mistral):
 async def test_budget_trims_in_chunks_keeping_system_and_newest(make_engine, fake_mistral):
     budget = 1500
     engine = await make_engine(context_tokens=budget)
+    echo = fake_mistral._default_reply
+
+    def reply(body):  # memory updates get a short summary, as a model would write
+        if body["messages"][0]["content"].startswith("Below is the running summary"):
+            return Reply("Bob posted numbered filler messages.")
+        return echo(body)
+
+    fake_mistral._default_reply = reply
     for n in range(120):
         await engine.record(message(f"filler message number {n} with some words in it", author=BOB))
     for n in range(6):

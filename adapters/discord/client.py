@@ -89,7 +89,11 @@ class TeambotClient(discord.Client):
                 log.info("ignoring a reply without ping: Discord hid its text (no content intent)")
                 return
             spaces = await spaces_for(self, message.author, message.guild)
-            msg, prepared = await to_message(message, self.user.id, spaces=spaces)
+            msg, prepared = await to_message(
+                message, self.user.id, spaces=spaces, fetch_files=False
+            )
+            if self.engine.allows(msg):  # a refused message's files are not fetched
+                msg, prepared = await to_message(message, self.user.id, spaces=spaces)
             surface = ChannelSurface(message.channel, message.channel.id, message)
             await deliver(self.pacer, surface, self.engine.reply(msg), prepared.notes)
         elif message.guild is not None and self.reads_content:

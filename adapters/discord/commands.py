@@ -17,9 +17,11 @@ from discord import app_commands
 
 from adapters.discord.convert import (
     author_of,
+    channels_of,
     describe,
     interaction_key,
     place_for,
+    roles_of,
     spaces_for,
 )
 from adapters.discord.delivery import FollowupSurface
@@ -72,6 +74,11 @@ def app_command(
             k: v.value if isinstance(v, app_commands.Choice) else v for k, v in options.items()
         }
         if command.handler is None:
+            refused = engine.refusal(interaction_key(interaction), **_facts(interaction))
+            if refused is not None:  # a refused asker is told privately, every time
+                await interaction.response.defer(thinking=True, ephemeral=True)
+                await say(pacer, FollowupSurface(interaction, True), refused)
+                return
             await interaction.response.defer(thinking=True)
             await ask_command(engine, pacer, interaction, values)
             return
@@ -79,14 +86,7 @@ def app_command(
         words = [str(v) for v in values.values() if isinstance(v, str)]
         words += [name for name, v in values.items() if v is True]
         args = " ".join(words).strip()
-        private = engine.answers_privately(
-            interaction_key(interaction),
-            author_of(interaction.user),
-            command.name,
-            args,
-            is_group=interaction.guild_id is not None,
-        )
-        await run_command(engine, pacer, interaction, command.name, args, ephemeral=private)
+        await run_command(engine, pacer, interaction, command.name, args)
 
     first = inspect.Parameter(
         "interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=discord.Interaction
@@ -112,8 +112,7 @@ def summarize_from_here(engine: Engine, pacer: Scheduler) -> app_commands.Contex
     to now in its channel, answered in the channel for everyone."""
 
     async def callback(interaction: discord.Interaction, message: discord.Message) -> None:
-        args = f"from:{message.jump_url}"
-        await run_command(engine, pacer, interaction, "summarize", args, ephemeral=False)
+        await run_command(engine, pacer, interaction, "summarize", f"from:{message.jump_url}")
 
     return app_commands.ContextMenu(name=SUMMARIZE_FROM_HERE, callback=callback)
 
@@ -150,8 +149,25 @@ async def ask_command(
         is_group=interaction.guild_id is not None,
         place=place_for(interaction.channel),
         spaces=await spaces_for(interaction.client, interaction.user, interaction.guild),
+        roles=roles_of(interaction.user),
+        channels=_channels(interaction),
     )
     await deliver(pacer, FollowupSurface(interaction), engine.reply(message), prepared.notes)
+
+
+def _channels(interaction: discord.Interaction) -> tuple[str, ...]:
+    return channels_of(interaction.channel) or (str(interaction.channel_id),)
+
+
+def _facts(interaction: discord.Interaction) -> dict[str, Any]:
+    """Who runs a command where, as the engine's access rules and admin checks need it."""
+    return {
+        "author": author_of(interaction.user),
+        "is_group": interaction.guild_id is not None,
+        "place": place_for(interaction.channel),
+        "roles": roles_of(interaction.user),
+        "channels": _channels(interaction),
+    }
 
 
 async def run_command(
@@ -160,20 +176,19 @@ async def run_command(
     interaction: discord.Interaction,
     name: str,
     args: str,
-    *,
-    ephemeral: bool,
 ) -> None:
+    """Run a command; whether its answer is private is asked of the engine first, since
+    Discord fixes it when the command is acknowledged."""
+    key, facts = interaction_key(interaction), _facts(interaction)
+    ephemeral = engine.answers_privately(key, name=name, args=args, **facts)
     await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-    key = interaction_key(interaction)
     try:
         result = await engine.command(
             key,
-            author_of(interaction.user),
-            name,
-            args,
-            is_group=interaction.guild_id is not None,
-            place=place_for(interaction.channel),
+            name=name,
+            args=args,
             spaces=await spaces_for(interaction.client, interaction.user, interaction.guild),
+            **facts,
         )
     except Exception:
         log.exception("/%s failed in %s", name, key)

@@ -65,7 +65,28 @@ def interaction_key(interaction: discord.Interaction) -> ConversationKey:
 
 
 def author_of(user: discord.abc.User) -> Author:
-    return Author(str(user.id), user.display_name, user.bot)
+    """The author; in a server, a member with Manage Server (owners and Administrators
+    have it too) is an admin there."""
+    manages = isinstance(user, discord.Member) and user.guild_permissions.manage_guild
+    return Author(str(user.id), user.display_name, user.bot, platform_admin=manages)
+
+
+def roles_of(user: discord.abc.User) -> tuple[str, ...]:
+    """A member's role ids in the server, without @everyone; a DM's user has none."""
+    if not isinstance(user, discord.Member):
+        return ()
+    return tuple(str(role.id) for role in user.roles if not role.is_default())
+
+
+def channels_of(channel: object) -> tuple[str, ...]:
+    """The ids describing a place for the channel allow and block lists: the channel (or
+    thread), a thread's parent channel, then the category the channel is filed under."""
+    found: list[object] = [getattr(channel, "id", None)]
+    if isinstance(channel, discord.Thread):
+        found.append(channel.parent_id)
+        channel = channel.parent
+    found.append(getattr(channel, "category_id", None))
+    return tuple(str(i) for i in dict.fromkeys(found) if i is not None)
 
 
 def clean_text(message: discord.Message, bot_id: int) -> str:
@@ -151,6 +172,8 @@ async def to_message(
             is_group=message.guild is not None,
             place=place_for(message.channel),
             spaces=spaces,
+            roles=roles_of(message.author),
+            channels=channels_of(message.channel),
         ),
         prepared,
     )

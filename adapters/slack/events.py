@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from adapters.slack import render
@@ -121,40 +122,60 @@ class Events:
         text = await self._text(incoming)
         if not text and not incoming.files:
             return
+        roles: tuple[str, ...] = ()
         if incoming.from_bot:
             author = Author(incoming.user, incoming.bot_name or incoming.user, is_bot=True)
         else:
-            author = await self.rt.author(incoming.user)
+            author, roles = await asyncio.gather(
+                self.rt.author(incoming.user), self.rt.roles(incoming.user)
+            )
         names = ", ".join(str(f.get("name", "file")) for f in incoming.files)
         if names:
             text = f"{text}\n[attached: {names}]".strip()
         place = await self.rt.channels.place(incoming.channel, incoming.channel_type)
         message = Message(
-            key, incoming.ts, author, text, attachments=file_meta(incoming.files), place=place
+            key,
+            incoming.ts,
+            author,
+            text,
+            attachments=file_meta(incoming.files),
+            is_group=not incoming.is_dm,
+            place=place,
+            roles=roles,
+            channels=(incoming.channel,),
         )
         await self.rt.engine.record(message)
 
     async def _answer(self, incoming: Incoming, key: ConversationKey, thread_ts: str) -> None:
         place = self.rt.place_for(incoming, thread_ts)
-        author, text, where = await asyncio.gather(
+        author, text, where, roles = await asyncio.gather(
             self.rt.author(incoming.user),
             self._text(incoming),
             self.rt.channels.place(incoming.channel, incoming.channel_type),
+            self.rt.roles(incoming.user),
         )
-        files = await self.rt.complete_files(incoming.files)
-        prepared = await prepare(attachments(files, self.rt.download))
-        if prepared.notes:
-            await self.rt.say(place, "\n".join(f":warning: {note}" for note in prepared.notes))
         message = Message(
             key,
             incoming.ts,
             author,
-            text + prepared.text,
-            images=prepared.images,
-            attachments=prepared.meta,
+            text,
             is_group=not incoming.is_dm,
             place=where,
+            roles=roles,
+            channels=(incoming.channel,),
         )
+        if self.rt.engine.allows(message):  # a refused message's files are not fetched
+            files = await self.rt.complete_files(incoming.files)
+            prepared = await prepare(attachments(files, self.rt.download))
+            if prepared.notes:
+                notes = "\n".join(f":warning: {note}" for note in prepared.notes)
+                await self.rt.say(place, notes)
+            message = replace(
+                message,
+                text=text + prepared.text,
+                images=prepared.images,
+                attachments=prepared.meta,
+            )
         await self.rt.answer(message, place)
 
     async def _edited(self, body: dict[str, Any], event: dict[str, Any]) -> None:

@@ -75,7 +75,8 @@ oauth_config:
       - commands            # slash commands and the message shortcut
       - files:read          # download attached images and text files
       - reactions:write     # :eyes: while working when a status can't be shown
-      - users:read          # display names for the model
+      - users:read          # display names for the model; who is a workspace admin
+      - usergroups:read     # user groups, for TEAMBOT_ALLOWED_ROLES
 settings:
   event_subscriptions:
     bot_events:

@@ -14,6 +14,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.api import SlackApi, error_code
 from adapters.slack.delivery import Place, SlackSurface, scheduler
+from adapters.slack.groups import Groups
 from adapters.slack.inbound import Incoming
 from adapters.slack.people import Names
 from adapters.slack.places import Channels
@@ -72,6 +73,7 @@ class Runtime:
     session: aiohttp.ClientSession | None = None
     engaged: RecentKeys = field(default_factory=lambda: RecentKeys(ENGAGED_REMEMBERED))
     pacer: Scheduler = field(default_factory=scheduler)  # every reply's calls, paced together
+    groups: Groups | None = None  # user groups, for TEAMBOT_ALLOWED_ROLES
 
     async def download(self, url: str) -> bytes:
         """A private file, with the bot token (without it Slack serves a login page)."""
@@ -118,7 +120,19 @@ class Runtime:
         await self.engine.inherit_settings(channel, thread)
 
     async def author(self, user: str) -> Author:
-        return Author(user, await self.names.get(user))
+        """A person, named, and whether they are a workspace admin or owner (one users.info
+        lookup, cached)."""
+        name = await self.names.get(user)
+        return Author(user, name, platform_admin=await self.names.is_admin(user))
+
+    async def roles(self, user: str) -> tuple[str, ...]:
+        """The user groups `user` is in; asked of Slack only when TEAMBOT_ALLOWED_ROLES is
+        set, since nothing else uses them."""
+        if not self.engine.settings.allowed_roles or not user:
+            return ()
+        if self.groups is None:
+            self.groups = Groups(self.client)
+        return await self.groups.of(user)
 
     async def answer(self, message: Message, place: Place) -> None:
         """Stream the engine's reply to `message` into `place`; never raises."""

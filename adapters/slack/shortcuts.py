@@ -47,16 +47,27 @@ class Shortcuts:
             await self.rt.say(place, FAILED)
             return
         try:
-            author, where = await asyncio.gather(
-                self.rt.author(user), self.rt.channels.place(channel)
+            author, where, roles = await asyncio.gather(
+                self.rt.author(user), self.rt.channels.place(channel), self.rt.roles(user)
             )
             result = await self.rt.engine.command(
-                key, author, "summarize", link, is_group=not channel.startswith("D"), place=where
+                key,
+                author,
+                "summarize",
+                link,
+                is_group=not channel.startswith("D"),
+                place=where,
+                roles=roles,
+                channels=(channel,),
             )
             text = result.text
         except Exception:
             log.exception("the %s shortcut failed in %s", SUMMARIZE_THREAD, channel)
             text = FAILED
+        else:
+            if result.private:  # a refusal: only for the person who used the shortcut
+                await respond(response_type="ephemeral", **markdown_message(text))
+                return
         posted = await self.rt.say(place, text)
         if not posted.handles:
             log.info("%s could not post in %s: %s", SUMMARIZE_THREAD, channel, posted.error)

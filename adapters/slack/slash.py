@@ -40,12 +40,21 @@ class Slash:
             if name == "ask":
                 await self._ask(command, key, text, is_dm, respond)
                 return
-            author, where = await asyncio.gather(
-                self.rt.author(str(command.get("user_id") or "")),
+            user = str(command.get("user_id") or "")
+            author, where, roles = await asyncio.gather(
+                self.rt.author(user),
                 self.rt.channels.place(channel, "im" if is_dm else ""),
+                self.rt.roles(user),
             )
             result = await self.rt.engine.command(
-                key, author, name, text, is_group=not is_dm, place=where
+                key,
+                author,
+                name,
+                text,
+                is_group=not is_dm,
+                place=where,
+                roles=roles,
+                channels=(channel,),
             )
             await self._respond(respond, result.text, result.private)
         except Exception:
@@ -69,7 +78,23 @@ class Slash:
         if not question:
             await self._respond(respond, "Usage: `/ask <your question>`")
             return
-        author = await self.rt.author(str(command.get("user_id") or ""))
+        user = str(command.get("user_id") or "")
+        author, where, roles = await asyncio.gather(
+            self.rt.author(user),
+            self.rt.channels.place(channel_key.channel, "im" if is_dm else ""),
+            self.rt.roles(user),
+        )
+        refused = self.rt.engine.refusal(
+            channel_key,
+            author,
+            is_group=not is_dm,
+            place=where,
+            roles=roles,
+            channels=(channel_key.channel,),
+        )
+        if refused is not None:  # told privately, every time; nothing is posted or stored
+            await self._respond(respond, refused)
+            return
         top = Place(channel_key.channel, "", "", author.id, channel_key.space)
         posted = await self.rt.say(top, f"**{author.name}** asked: {question}")
         if not posted.handles:
@@ -82,6 +107,14 @@ class Slash:
             key = ConversationKey("slack", channel_key.space, channel_key.channel, ts)
             await self.rt.engage(channel_key, key, seed=True)
         place = Place(channel_key.channel, ts, ts, author.id, channel_key.space, native=is_dm)
-        where = await self.rt.channels.place(channel_key.channel, "im" if is_dm else "")
-        message = Message(key, ts, author, question, is_group=not is_dm, place=where)
+        message = Message(
+            key,
+            ts,
+            author,
+            question,
+            is_group=not is_dm,
+            place=where,
+            roles=roles,
+            channels=(channel_key.channel,),
+        )
         await self.rt.answer(message, place)

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from datetime import UTC, datetime
 
+from bot.commands import limits
 from bot.commands.registry import (
     CHAT_PLATFORMS,
     Call,
@@ -177,6 +178,9 @@ async def _usage(call: Call) -> CommandResult:
             await totals(since=now - 30 * DAY, kind="summary"),
         ),
     ]
+    for label, used, limit in await call.services.spending(call.key, call.author.id):
+        if limit is not None:
+            lines.append(f"• Left: {label.lower()}, ${max(0.0, limit - used):.2f} of ${limit:.2f}")
     return CommandResult("\n".join(lines))
 
 
@@ -250,6 +254,19 @@ REGISTRY.add(
             Option("private", "Show the summary only to me", Kind.FLAG),
         ),
         private=_wants_private,
+    )
+)
+REGISTRY.add(
+    Command(
+        name="limits",
+        summary="Spending limits and today's spend; admins change them",
+        help="the spending limits and what is spent; admins: `{typed} user <id> 2.00`, "
+        "`{typed} channel 0.50`, `{typed} bot 20`, `off` to remove",
+        usage="[user <id> | channel | bot] [dollars|off]",
+        handler=limits.limits,
+        options=(Option("change", "user <id> 2.00, channel 0.50, bot 20; empty to see them"),),
+        who=Who.ADMINS_TO_CHANGE,
+        private=True,
     )
 )
 DIGEST = REGISTRY.add(

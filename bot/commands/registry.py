@@ -20,6 +20,13 @@ from bot.types import Author, CommandResult, ConversationKey, ConversationSettin
 
 PLATFORMS = frozenset({"discord", "slack", "console"})
 CHAT_PLATFORMS = frozenset({"discord", "slack"})
+# Who counts as an admin, as a refused non-admin is told, per platform.
+ADMINS = {
+    "discord": "the people listed in TEAMBOT_ADMIN_IDS and members with Manage Server",
+    "slack": "the people listed in TEAMBOT_ADMIN_IDS and workspace admins and owners",
+    "": "the people listed in TEAMBOT_ADMIN_IDS (and server managers on Discord, "
+    "workspace admins on Slack)",
+}
 
 
 class Services(Protocol):
@@ -27,13 +34,25 @@ class Services(Protocol):
 
     settings: Settings
 
-    def is_admin(self, author_id: str) -> bool: ...
+    def is_admin(self, author: Author | str) -> bool:
+        """In TEAMBOT_ADMIN_IDS, or (given an Author) an admin on its platform."""
+        ...
 
     def tool_names(self) -> list[str]:
         """The tools replies may use, when a conversation has them on."""
         ...
 
     async def forget(self, key: ConversationKey) -> int: ...
+
+    async def spending(
+        self, key: ConversationKey, user_id: str
+    ) -> list[tuple[str, float, float | None]]:
+        """(what, spent today or this month, limit) for each limit a call here would have."""
+        ...
+
+    async def set_spend_limit(self, call: Call, scope: str, amount: float | None) -> None:
+        """Override a limit (None: back to the configured one), recorded in the audit log."""
+        ...
 
     async def summarize(self, call: Call) -> str:
         """The summary `call.args` asks for (without a trailing `private`), as Markdown."""
@@ -64,10 +83,13 @@ class Call:
     is_group: bool = True
     place: Place | None = None  # where it was typed, for what it may read (see Message)
     spaces: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()  # the caller's roles there (see Message)
+    channels: tuple[str, ...] = ()  # the channel, its parent and category (see Message)
 
     @property
     def by_admin(self) -> bool:
-        return self.services.is_admin(self.author.id)
+        """TEAMBOT_ADMIN_IDS, Discord's Manage Server, Slack's workspace admins and owners."""
+        return self.services.is_admin(self.author)
 
 
 class Kind(enum.Enum):
@@ -168,7 +190,7 @@ class Registry:
         if not command.allowed(call):
             return CommandResult(
                 f"Only admins can change this here with `{command.typed(platform)}`: "
-                "the people listed in TEAMBOT_ADMIN_IDS.",
+                f"{ADMINS.get(platform, ADMINS[''])}.",
                 private=True,
             )
         result = await command.handler(call)

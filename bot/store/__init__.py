@@ -233,6 +233,43 @@ class Hit:
     score: float  # higher is better: relevance blended with recency
 
 
+@dataclass(frozen=True)
+class Budget:
+    """One spending limit that applies to a model call, over one period.
+
+    `scope` names it ("user:discord:123:day", "channel:slack:T1:C1:day", "bot:day", ...);
+    a stored override for that scope replaces `limit` (None: no limit unless overridden).
+    Spent is the cost of usage rows since `since` matching the filter (`platform` +
+    `user_id`; or conversations under `prefix`; or everything), plus live holds.
+    """
+
+    scope: str
+    since: float
+    limit: float | None
+    platform: str | None = None
+    user_id: str | None = None
+    prefix: str | None = None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Money set aside for a call in flight, until its usage is recorded."""
+
+    platform: str
+    user_id: str
+    conversation: str
+    expires_at: float  # a crashed process's holds lapse
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    platform: str
+    actor: str  # who did it (platform user id, or "shell")
+    action: str  # "limits", "system", "tools", "forget", ...
+    detail: str
+    created_at: float | None = None
+
+
 class Store(Protocol):
     async def add_message(self, message: NewMessage) -> int | None:
         """Insert; return the new id, or None when (conversation, platform_id) exists."""
@@ -350,6 +387,35 @@ class Store(Protocol):
     async def settings_named(self, name: str) -> list[tuple[str, str]]:
         """(conversation, value) of every conversation that has setting `name`."""
         ...
+
+    # Spending limits: atomic across processes sharing the database
+
+    async def reserve(
+        self, budgets: Sequence[Budget], want: float, least: float, hold: Hold
+    ) -> tuple[float, int | None, dict[str, float]]:
+        """Set aside up to `want` dollars for a call within every budget, atomically.
+
+        Returns (granted, hold id, what each limited scope has left before this hold).
+        `granted` is `want` when it fits, less when only that fits, 0.0 (and no hold) when
+        less than `least` fits. Budgets with no limit (and no override) do not constrain.
+        """
+        ...
+
+    async def release(self, hold_id: int) -> None:
+        """Drop a hold (its call's usage has been recorded, or it never ran)."""
+        ...
+
+    async def spent(self, budgets: Sequence[Budget]) -> dict[str, tuple[float, float | None]]:
+        """scope -> (spent incl. live holds, limit after overrides)."""
+        ...
+
+    async def set_spend_limit(self, scope: str, amount: float | None) -> None:
+        """Override the limit of `scope` (None removes the override)."""
+        ...
+
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+
+    async def audit_entries(self, *, since: float = 0.0) -> list[AuditEntry]: ...
 
     async def get_meta(self, name: str) -> str | None: ...
 

@@ -17,7 +17,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from bot.store import (
     INSERT_COLUMNS,
+    AuditEntry,
+    Budget,
     Hit,
+    Hold,
     NewMessage,
     PlaceInfo,
     Scope,
@@ -31,6 +34,7 @@ from bot.store.search import (
     CANDIDATES,
     RECENCY_SECONDS,
     SEARCHABLE_ROW,
+    SPEND_LOCK,
     Where,
     clamp_context,
     clamp_span,
@@ -41,6 +45,8 @@ from bot.store.search import (
     readable_spaces,
     search_terms,
     searched_places,
+    spend_grant,
+    spend_limit,
 )
 
 POSITION = "coalesce(reply_to, id)"
@@ -153,6 +159,37 @@ MIGRATIONS: list[tuple[str, str]] = [
         -- Conversations whose key starts with a prefix (`span`), as a range of this index:
         -- byte order whatever the database's collation, so the range is exactly them.
         CREATE INDEX idx_conversations_key_c ON conversations (key COLLATE "C");
+        """,
+    ),
+    (
+        "m004_spend",
+        """
+        -- Money set aside for model calls in flight (see `Store.reserve`).
+        CREATE TABLE spend_holds (
+            id BIGSERIAL PRIMARY KEY, platform TEXT NOT NULL, user_id TEXT NOT NULL,
+            conversation TEXT NOT NULL, amount DOUBLE PRECISION NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL);
+        CREATE INDEX idx_spend_holds_user ON spend_holds(platform, user_id, created_at);
+        CREATE INDEX idx_spend_holds_conversation
+            ON spend_holds(conversation COLLATE "C", created_at);
+        CREATE INDEX idx_spend_holds_expiry ON spend_holds(expires_at);
+        CREATE TABLE spend_limits (
+            scope TEXT PRIMARY KEY, amount DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL);
+        CREATE TABLE audit (
+            id BIGSERIAL PRIMARY KEY, created_at DOUBLE PRECISION NOT NULL,
+            platform TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+            detail TEXT NOT NULL);
+        CREATE INDEX idx_audit_time ON audit(created_at);
+        -- What a user, a channel (a range of conversation keys, byte order as in m003)
+        -- or the whole bot has spent since a time, summed from an index alone (cost_usd
+        -- is in it). The time index replaces m001's, which it contains.
+        CREATE INDEX idx_usage_spend_user ON usage(platform, user_id, created_at)
+            INCLUDE (cost_usd);
+        CREATE INDEX idx_usage_spend_conversation ON usage(conversation COLLATE "C", created_at)
+            INCLUDE (cost_usd);
+        CREATE INDEX idx_usage_spend_time ON usage(created_at) INCLUDE (conversation, cost_usd);
+        DROP INDEX idx_usage_time;
         """,
     ),
 ]
@@ -490,6 +527,131 @@ class PostgresStore:
                 r["user_id"],
                 UsageTotals(int(r["calls"]), int(r["p"]), int(r["c"]), float(r["cost"])),
             )
+            for r in rows
+        ]
+
+    # Spending limits
+
+    @staticmethod
+    async def _spent(
+        conn: AsyncConnection[dict[str, Any]], budgets: Sequence[Budget], now: float
+    ) -> dict[str, tuple[float, float | None]]:
+        """scope -> (spent incl. live holds, limit after overrides), in one statement.
+
+        A budget's filter applies alike to usage rows and to holds: every field of it that
+        is set (platform, user_id, prefix) narrows it, and rows created before `since` do
+        not count. That holds for holds too: one counts from when it was made (the store's
+        clock at `reserve`) until it expires (`expires_at` after `now`), so a hold made
+        before a period began (a call in flight at midnight) counts in none of that period's
+        budgets, though its usage, recorded later, will.
+        """
+        if not budgets:
+            return {}
+        parts: list[str] = []
+        params: dict[str, Any] = {"now": now}
+        for n, budget in enumerate(budgets):
+            where = [f"created_at >= %(since{n})s"]
+            params |= {f"scope{n}": budget.scope, f"since{n}": budget.since}
+            if budget.platform is not None:
+                where.append(f"platform = %(platform{n})s")
+                params[f"platform{n}"] = budget.platform
+            if budget.user_id is not None:
+                where.append(f"user_id = %(user{n})s")
+                params[f"user{n}"] = budget.user_id
+            if budget.prefix is not None and "\x00" in budget.prefix:
+                where.append("FALSE")  # no key holds a NUL
+            elif budget.prefix is not None:
+                # A range of the "C" indexes (see `prefix_end`); starts_with() keeps it exact.
+                where.append(
+                    f'conversation COLLATE "C" >= %(prefix{n})s '
+                    f"AND starts_with(conversation, %(prefix{n})s)"
+                )
+                params[f"prefix{n}"] = budget.prefix
+                end = prefix_end(budget.prefix)
+                if end is not None:
+                    where.append(f'conversation COLLATE "C" < %(end{n})s')
+                    params[f"end{n}"] = end
+            matches = " AND ".join(where)
+            parts.append(
+                f"SELECT {n} AS n, "
+                f"(SELECT coalesce(sum(cost_usd), 0) FROM usage WHERE {matches}) AS used, "
+                f"(SELECT coalesce(sum(amount), 0) FROM spend_holds "
+                f"WHERE {matches} AND expires_at > %(now)s) AS held, "
+                f"(SELECT amount FROM spend_limits WHERE scope = %(scope{n})s) AS override"
+            )
+        # Never a prepared statement: a generic plan would not see the times and prefixes
+        # that decide between the time index and the conversation one.
+        cursor = await conn.execute(" UNION ALL ".join(parts), params, prepare=False)
+        totals: dict[str, tuple[float, float | None]] = {}
+        for row in sorted(await cursor.fetchall(), key=lambda row: int(row["n"])):
+            budget = budgets[row["n"]]
+            spent = float(row["used"]) + float(row["held"])
+            totals[budget.scope] = (spent, spend_limit(budget, row["override"]))
+        return totals
+
+    async def reserve(
+        self, budgets: Sequence[Budget], want: float, least: float, hold: Hold
+    ) -> tuple[float, int | None, dict[str, float]]:
+        """One transaction under an advisory lock (SPEND_LOCK): every process's reservations
+        take turns, so no two read the same room left and both take it."""
+        budgets = list(budgets)
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [SPEND_LOCK])
+            # Read committed: each statement from here on sees what earlier holders of
+            # the lock committed.
+            now = time.time()
+            await conn.execute("DELETE FROM spend_holds WHERE expires_at <= %s", [now])
+            granted, lefts = spend_grant(await self._spent(conn, budgets, now), want, least)
+            if granted is None:
+                return 0.0, None, lefts
+            cursor = await conn.execute(
+                "INSERT INTO spend_holds(platform, user_id, conversation, amount, created_at, "
+                "expires_at) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                [hold.platform, hold.user_id, hold.conversation, granted, now, hold.expires_at],
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            return granted, int(row["id"]), lefts
+
+    async def release(self, hold_id: int) -> None:
+        await self._count("DELETE FROM spend_holds WHERE id = %s", [hold_id])
+
+    async def spent(self, budgets: Sequence[Budget]) -> dict[str, tuple[float, float | None]]:
+        async with self.pool.connection() as conn:
+            return await self._spent(conn, list(budgets), time.time())
+
+    async def set_spend_limit(self, scope: str, amount: float | None) -> None:
+        if amount is None:
+            await self._count("DELETE FROM spend_limits WHERE scope = %s", [scope])
+            return
+        await self._count(
+            "INSERT INTO spend_limits(scope, amount, updated_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (scope) DO UPDATE SET amount = EXCLUDED.amount, "
+            "updated_at = EXCLUDED.updated_at",
+            [scope, amount, time.time()],
+        )
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._count(
+            "INSERT INTO audit(created_at, platform, actor, action, detail) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [
+                entry.created_at if entry.created_at is not None else time.time(),
+                entry.platform,
+                entry.actor,
+                entry.action,
+                entry.detail,
+            ],
+        )
+
+    async def audit_entries(self, *, since: float = 0.0) -> list[AuditEntry]:
+        rows = await self._all(
+            "SELECT created_at, platform, actor, action, detail FROM audit "
+            "WHERE created_at >= %s ORDER BY created_at, id",
+            [since],
+        )
+        return [
+            AuditEntry(r["platform"], r["actor"], r["action"], r["detail"], r["created_at"])
             for r in rows
         ]
 

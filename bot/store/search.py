@@ -11,6 +11,8 @@
   and 0 for the any-term fill-up, so all-terms hits always rank first.
 - Snippets: terms marked with **, cut to SNIPPET_CHARS (`trim_snippet`).
 - Also which rows are searched (SEARCHABLE_ROW) and in which places (`searched_places`).
+- And, not search at all, how a reservation against spending limits is granted
+  (`spend_grant`), which both backends decide alike once they have summed what is spent.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.store import Hit, PlaceInfo, Scope, SearchQuery, StoredMessage
+from bot.store import Budget, Hit, PlaceInfo, Scope, SearchQuery, StoredMessage
 
 MAX_TERMS = 16  # a pasted page is not a query: its first distinct words are
 MAX_TERM_CHARS = 64  # longer "words" are pasted ids or base64, not what people look for
@@ -33,6 +35,12 @@ SNIPPET_CHARS = 200
 MAX_CONTEXT = 200  # messages `around` reads on either side, at the most
 MAX_SPAN = 50_000  # messages `span` returns, at the most
 _WORD = re.compile(r"\w+")
+# Dollars summed in floating point are off by this much at the most: room left within it
+# of what is wanted counts as enough (1e-9 of a dollar is far below any price).
+SPEND_EPSILON = 1e-9
+# The PostgreSQL advisory lock every `reserve` holds for its transaction (the migration
+# lock is 7415550001): one reservation at a time across every process on the database.
+SPEND_LOCK = 7415550002
 # PostgreSQL's 'english' stop words: dropped from queries on both backends, so a question
 # phrased in words ("what did we decide about the release") searches for what it is about.
 STOPWORDS = frozenset(
@@ -154,3 +162,21 @@ class Where:
     def add(self, condition: str, **params: Any) -> None:
         self.conditions.append(condition)
         self.params |= params
+
+
+def spend_limit(budget: Budget, override: float | None) -> float | None:
+    """The limit that applies to `budget`: its stored override if any, else its own."""
+    return budget.limit if override is None else float(override)
+
+
+def spend_grant(
+    totals: dict[str, tuple[float, float | None]], want: float, least: float
+) -> tuple[float | None, dict[str, float]]:
+    """What a reservation gets, from scope -> (spent incl. live holds, limit): `want` when
+    every limited scope has room for it, what the tightest has left when that is at least
+    `least`, else None (refused); and what each limited scope has left (negative when
+    overspent)."""
+    lefts = {scope: limit - spent for scope, (spent, limit) in totals.items() if limit is not None}
+    room = min(lefts.values(), default=want)
+    granted = want if room >= want - SPEND_EPSILON else max(room, 0.0)
+    return (granted if granted >= least - SPEND_EPSILON else None), lefts

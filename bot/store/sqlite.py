@@ -7,9 +7,10 @@ writer thread also serialises writes, which is what SQLite wants anyway.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +19,10 @@ from sqlite_utils.migrations import Migrations
 
 from bot.store import (
     INSERT_COLUMNS,
+    AuditEntry,
+    Budget,
     Hit,
+    Hold,
     NewMessage,
     PlaceInfo,
     Scope,
@@ -42,6 +46,8 @@ from bot.store.search import (
     readable_spaces,
     search_terms,
     searched_places,
+    spend_grant,
+    spend_limit,
 )
 from bot.store.worker import SerialWorker
 
@@ -70,6 +76,11 @@ RECENT = 100_000
 SPAN_PROBE = 4
 SPAN_CONVERSATIONS = 50_000  # conversations under a prefix counted, at the most
 MMAP_BYTES = 1 << 30
+# What a channel (a conversation prefix) has spent since a time is summed one of two ways
+# (see `SQLiteStore._spent`): walking every usage row since then through the time index,
+# when fewer than SPEND_PROBE are (a day's worth, usually), or else the prefix's range of
+# the conversation index, which holds its whole history.
+SPEND_PROBE = 20_000
 
 
 # Only searchable rows (see SEARCHABLE_ROW) are indexed, which also keeps the index
@@ -230,6 +241,42 @@ def m002_places_and_search(db: Database) -> None:
     db.execute("CREATE INDEX idx_messages_author ON messages(author_id)")
     db.execute("CREATE INDEX idx_messages_created ON messages(created_at)")
     db.execute(f"INSERT INTO messages_fts(rowid, text) SELECT id, text FROM messages {SEARCHABLE}")
+
+
+@migrations()
+def m003_spend(db: Database) -> None:
+    # Money set aside for model calls in flight (see `Store.reserve`). AUTOINCREMENT:
+    # an id is never reused, so a late release cannot drop somebody else's hold.
+    db.execute(
+        "CREATE TABLE spend_holds (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "platform TEXT NOT NULL, user_id TEXT NOT NULL, conversation TEXT NOT NULL, "
+        "amount REAL NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX idx_spend_holds_user ON spend_holds(platform, user_id, created_at)")
+    db.execute("CREATE INDEX idx_spend_holds_conversation ON spend_holds(conversation, created_at)")
+    db.execute("CREATE INDEX idx_spend_holds_expiry ON spend_holds(expires_at)")
+    db.execute(
+        "CREATE TABLE spend_limits (scope TEXT PRIMARY KEY, amount REAL NOT NULL, "
+        "updated_at REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY, created_at REAL NOT NULL, "
+        "platform TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, "
+        "detail TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX idx_audit_time ON audit(created_at)")
+    # What a user, a channel or the whole bot has spent since a time, summed from the
+    # index alone (cost_usd in it): one range each, however large the table. The time
+    # and conversation indexes replace the narrower ones of m001, which they contain.
+    db.execute(
+        "CREATE INDEX idx_usage_spend_user ON usage(platform, user_id, created_at, cost_usd)"
+    )
+    db.execute("CREATE INDEX idx_usage_spend_time ON usage(created_at, conversation, cost_usd)")
+    db.execute(
+        "CREATE INDEX idx_usage_spend_conversation ON usage(conversation, created_at, cost_usd)"
+    )
+    db.execute("DROP INDEX idx_usage_time")
+    db.execute("DROP INDEX idx_usage_conversation")
 
 
 class SQLiteStore:
@@ -584,6 +631,180 @@ class SQLiteStore:
 
     async def usage_rows(self, *, since: float | None = None) -> Sequence[UsageRow]:
         return await self._run(self._usage_rows, since)
+
+    # Spending limits
+
+    @contextlib.contextmanager
+    def _immediate(self) -> Iterator[None]:
+        """A transaction that takes the database's write lock before it reads anything.
+
+        BEGIN IMMEDIATE: another process (another connection) reserving at the same time
+        waits here (up to the connection's 30 s busy timeout) until this one commits,
+        then reads what it wrote. This process's own calls are already one at a time,
+        on the worker thread.
+        """
+        conn = self.db.conn
+        if conn.in_transaction:  # never, as every call commits; a savepoint then
+            with self.db.atomic():
+                yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _spend_source(self, budget: Budget) -> str:
+        """The usage index that sums `budget`'s rows cheapest (see SPEND_PROBE)."""
+        if budget.user_id is not None and budget.platform is not None:
+            return "idx_usage_spend_user"
+        if budget.user_id is not None:
+            return "idx_usage_user"
+        if budget.prefix is None:
+            return "idx_usage_spend_time"
+        recent = self._rows(
+            "SELECT count(*) AS n FROM (SELECT 1 FROM usage INDEXED BY idx_usage_spend_time "
+            "WHERE created_at >= :since LIMIT :probe)",
+            {"since": budget.since, "probe": SPEND_PROBE},
+        )[0]["n"]
+        return "idx_usage_spend_time" if recent < SPEND_PROBE else "idx_usage_spend_conversation"
+
+    def _spent(
+        self, budgets: Sequence[Budget], now: float
+    ) -> dict[str, tuple[float, float | None]]:
+        """scope -> (spent incl. live holds, limit after overrides), in one statement
+        (after one count for a prefix: see SPEND_PROBE).
+
+        A budget's filter applies alike to usage rows and to holds: every field of it that
+        is set (platform, user_id, prefix) narrows it, and rows created before `since` do
+        not count. That holds for holds too: one counts from when it was made (the store's
+        clock at `reserve`) until it expires (`expires_at` after `now`), so a hold made
+        before a period began (a call in flight at midnight) counts in none of that period's
+        budgets, though its usage, recorded later, will.
+        """
+        if not budgets:
+            return {}
+        parts: list[str] = []
+        params: dict[str, Any] = {"now": now}
+        for n, budget in enumerate(budgets):
+            where = [f"created_at >= :since{n}"]
+            params |= {f"scope{n}": budget.scope, f"since{n}": budget.since}
+            if budget.platform is not None:
+                where.append(f"platform = :platform{n}")
+                params[f"platform{n}"] = budget.platform
+            if budget.user_id is not None:
+                where.append(f"user_id = :user{n}")
+                params[f"user{n}"] = budget.user_id
+            if budget.prefix is not None:
+                # An index range (see `prefix_end`); substr() makes it exact and literal.
+                where.append(f"conversation >= :prefix{n}")
+                params[f"prefix{n}"] = budget.prefix
+                end = prefix_end(budget.prefix)
+                if end is not None:
+                    where.append(f"conversation < :end{n}")
+                    params[f"end{n}"] = end
+                where.append(f"substr(conversation, 1, length(:prefix{n})) = :prefix{n}")
+            matches = " AND ".join(where)
+            source = self._spend_source(budget)
+            parts.append(
+                f"SELECT {n} AS n, "
+                f"(SELECT coalesce(sum(cost_usd), 0) FROM usage INDEXED BY {source} "
+                f"WHERE {matches}) AS used, "
+                f"(SELECT coalesce(sum(amount), 0) FROM spend_holds "
+                f"WHERE {matches} AND expires_at > :now) AS held, "
+                f"(SELECT amount FROM spend_limits WHERE scope = :scope{n}) AS override"
+            )
+        rows = self._rows(" UNION ALL ".join(parts), params)
+        totals: dict[str, tuple[float, float | None]] = {}
+        for row in sorted(rows, key=lambda row: int(row["n"])):
+            budget = budgets[row["n"]]
+            spent = float(row["used"]) + float(row["held"])
+            totals[budget.scope] = (spent, spend_limit(budget, row["override"]))
+        return totals
+
+    def _reserve(
+        self, budgets: Sequence[Budget], want: float, least: float, hold: Hold
+    ) -> tuple[float, int | None, dict[str, float]]:
+        with self._immediate():
+            now = time.time()
+            self.db.execute("DELETE FROM spend_holds WHERE expires_at <= ?", [now])
+            granted, lefts = spend_grant(self._spent(budgets, now), want, least)
+            if granted is None:
+                return 0.0, None, lefts
+            cursor = self.db.execute(
+                "INSERT INTO spend_holds(platform, user_id, conversation, amount, created_at, "
+                "expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [hold.platform, hold.user_id, hold.conversation, granted, now, hold.expires_at],
+            )
+            assert cursor.lastrowid is not None
+            return granted, cursor.lastrowid, lefts
+
+    async def reserve(
+        self, budgets: Sequence[Budget], want: float, least: float, hold: Hold
+    ) -> tuple[float, int | None, dict[str, float]]:
+        return await self._run(self._reserve, list(budgets), want, least, hold)
+
+    def _release(self, hold_id: int) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM spend_holds WHERE id = ?", [hold_id])
+
+    async def release(self, hold_id: int) -> None:
+        await self._run(self._release, hold_id)
+
+    async def spent(self, budgets: Sequence[Budget]) -> dict[str, tuple[float, float | None]]:
+        return await self._run(self._spent, list(budgets), time.time())
+
+    def _set_spend_limit(self, scope: str, amount: float | None) -> None:
+        with self.db.atomic():
+            if amount is None:
+                self.db.execute("DELETE FROM spend_limits WHERE scope = ?", [scope])
+            else:
+                self.db.execute(
+                    "INSERT INTO spend_limits(scope, amount, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(scope) DO UPDATE SET amount = excluded.amount, "
+                    "updated_at = excluded.updated_at",
+                    [scope, amount, time.time()],
+                )
+
+    async def set_spend_limit(self, scope: str, amount: float | None) -> None:
+        await self._run(self._set_spend_limit, scope, amount)
+
+    def _add_audit(self, entry: AuditEntry) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO audit(created_at, platform, actor, action, detail) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    entry.created_at if entry.created_at is not None else time.time(),
+                    entry.platform,
+                    entry.actor,
+                    entry.action,
+                    entry.detail,
+                ],
+            )
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._run(self._add_audit, entry)
+
+    def _audit_entries(self, since: float) -> list[AuditEntry]:
+        rows = self._rows(
+            "SELECT created_at, platform, actor, action, detail FROM audit "
+            "WHERE created_at >= ? ORDER BY created_at, id",
+            [since],
+        )
+        return [
+            AuditEntry(r["platform"], r["actor"], r["action"], r["detail"], r["created_at"])
+            for r in rows
+        ]
+
+    async def audit_entries(self, *, since: float = 0.0) -> list[AuditEntry]:
+        return await self._run(self._audit_entries, since)
 
     # Places, search and reads within a scope
 

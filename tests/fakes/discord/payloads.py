@@ -12,9 +12,14 @@ _counter = itertools.count(1)
 
 # Every permission bit a bot could need; the fake never refuses on permissions.
 ALL_PERMISSIONS = str((1 << 50) - 1)
-# What @everyone may do in a typical server: everything but Administrator (1 << 3), which
-# would bypass every channel's permission overwrites.
-EVERYONE_PERMISSIONS = str(((1 << 50) - 1) & ~(1 << 3))
+ADMINISTRATOR = 1 << 3  # bypasses every channel's permission overwrites
+MANAGE_GUILD = 1 << 5  # "Manage Server"
+# What only moderators may do: kick (1), ban (2), Administrator (3), manage channels (4),
+# Manage Server (5), manage messages (13), nicknames (27), roles (28), webhooks (29),
+# expressions (30), events (33), threads (34), moderate members (40).
+MODERATION = sum(1 << bit for bit in (1, 2, 3, 4, 5, 13, 27, 28, 29, 30, 33, 34, 40))
+# What @everyone may do in a typical server: everything but moderation.
+EVERYONE_PERMISSIONS = str(((1 << 50) - 1) & ~MODERATION)
 
 
 def snowflake() -> str:
@@ -52,7 +57,10 @@ def member(user_payload: dict[str, Any], roles: list[str] | None = None) -> dict
     }
 
 
-def text_channel(cid: str, guild_id: str, name: str) -> dict[str, Any]:
+def text_channel(
+    cid: str, guild_id: str, name: str, parent_id: str | None = None
+) -> dict[str, Any]:
+    """A text channel; `parent_id` is the category it is filed under."""
     return {
         "id": cid,
         "type": 0,
@@ -64,6 +72,20 @@ def text_channel(cid: str, guild_id: str, name: str) -> dict[str, Any]:
         "topic": None,
         "last_message_id": None,
         "rate_limit_per_user": 0,
+        "parent_id": parent_id,
+    }
+
+
+def category_channel(cid: str, guild_id: str, name: str) -> dict[str, Any]:
+    """A category (type 4): channels name it as their `parent_id`."""
+    return {
+        "id": cid,
+        "type": 4,
+        "guild_id": guild_id,
+        "name": name,
+        "position": 0,
+        "permission_overwrites": [],
+        "nsfw": False,
         "parent_id": None,
     }
 
@@ -147,6 +169,21 @@ def guild(
         "unavailable": False,
         "joined_at": "2024-01-01T00:00:00+00:00",
         "system_channel_flags": 0,
+    }
+
+
+def role(rid: str, name: str, permissions: int = 0, position: int = 1) -> dict[str, Any]:
+    """A role people are given; `permissions` is its bit set (e.g. MANAGE_GUILD)."""
+    return {
+        "id": rid,
+        "name": name,
+        "permissions": str(permissions),
+        "position": position,
+        "color": 0,
+        "hoist": False,
+        "managed": False,
+        "mentionable": False,
+        "flags": 0,
     }
 
 

@@ -223,7 +223,7 @@ class Rest:
         self._log(request, 200 if found else 404)
         if not found:
             return _error(404, 10007, "Unknown Member")
-        return _json(payloads.member(fake.users[uid]))
+        return _json(fake.member(uid))
 
     async def typing(self, request: web.Request) -> web.Response:
         refused, headers = await self._gate(request, "typing", request.match_info["cid"])

@@ -40,6 +40,8 @@ class FakeDiscord:
         self.bot_user = payloads.user(self.bot_id, "teambot", bot=True)
         self.users: dict[str, dict[str, Any]] = {self.bot_id: self.bot_user}
         self.outsiders: set[str] = set()  # users who are not members of the guild
+        self.roles: dict[str, dict[str, Any]] = {}  # the guild's roles besides @everyone's
+        self.member_roles: dict[str, list[str]] = {}  # user id -> role ids
         self.guild_id = payloads.snowflake()
         self.bot_role_id = payloads.snowflake()
         self.guilds: dict[str, dict[str, Any]] = {
@@ -78,11 +80,47 @@ class FakeDiscord:
         self.users[uid] = payloads.user(uid, name)
         return uid
 
-    def add_channel(self, name: str, *, private: bool = False) -> str:
+    def add_role(self, name: str, permissions: int = 0) -> str:
+        """A role in the guild (add it before the bot connects: roles reach discord.py's
+        cache with GUILD_CREATE)."""
+        rid = payloads.snowflake()
+        self.roles[rid] = payloads.role(rid, name, permissions, position=len(self.roles) + 2)
+        return rid
+
+    def give_role(self, user_id: str, role_id: str) -> None:
+        """The member holds the role from their next message or command on."""
+        self.member_roles.setdefault(user_id, []).append(role_id)
+
+    def member(self, user_id: str) -> dict[str, Any]:
+        """The member object of a user, with their role ids, as Discord sends it."""
+        roles = list(self.member_roles.get(user_id, []))
+        if user_id == self.bot_id:
+            roles.append(self.bot_role_id)
+        return payloads.member(self.users[user_id], roles)
+
+    def permissions_of(self, user_id: str) -> str:
+        """A member's server-wide permissions: the owner has all, else @everyone's and their
+        roles' bits, all of them with Administrator (channel overwrites are left out)."""
+        if user_id == self.owner_id:
+            return payloads.ALL_PERMISSIONS
+        bits = int(payloads.EVERYONE_PERMISSIONS)
+        for rid in self.member_roles.get(user_id, []):
+            bits |= int(self.roles[rid]["permissions"])
+        return payloads.ALL_PERMISSIONS if bits & payloads.ADMINISTRATOR else str(bits)
+
+    def add_category(self, name: str) -> str:
+        """A channel category (type 4); `add_channel(..., category=id)` files channels in it."""
+        cid = payloads.snowflake()
+        self.channels[cid] = payloads.category_channel(cid, self.guild_id, name)
+        self.guilds[self.guild_id]["channels"][cid] = self.channels[cid]
+        self.by_name[name] = cid
+        return cid
+
+    def add_channel(self, name: str, *, private: bool = False, category: str | None = None) -> str:
         """A text channel; a private one hides itself from @everyone (whose role id is
         the guild's id), as Discord's channel permission overwrites do."""
         cid = payloads.snowflake()
-        self.channels[cid] = payloads.text_channel(cid, self.guild_id, name)
+        self.channels[cid] = payloads.text_channel(cid, self.guild_id, name, category)
         if private:
             deny_view = {"id": self.guild_id, "type": 0, "allow": "0", "deny": str(1 << 10)}
             self.channels[cid]["permission_overwrites"] = [deny_view]
@@ -116,11 +154,8 @@ class FakeDiscord:
 
     def guild_payload(self, gid: str) -> dict[str, Any]:
         g = self.guilds[gid]
-        members = [
-            payloads.member(u, [self.bot_role_id] if uid == self.bot_id else [])
-            for uid, u in self.users.items()
-        ]
-        roles = [payloads.bot_role(self.bot_role_id, "teambot", self.bot_id)]
+        members = [self.member(uid) for uid in self.users]
+        roles = [payloads.bot_role(self.bot_role_id, "teambot", self.bot_id), *self.roles.values()]
         return payloads.guild(
             gid,
             g["name"],
@@ -184,7 +219,7 @@ class FakeDiscord:
             author,
             content,
             guild_id=guild_id,
-            author_member=payloads.member(author) if guild_id else None,
+            author_member=self.member(author_id) if guild_id else None,
             **kw,
         )
 
@@ -320,10 +355,7 @@ class FakeDiscord:
             data["guild_id"] = ch["guild_id"]
             data["guild_locale"] = "en-US"
             data["context"] = 0
-            data["member"] = {
-                **payloads.member(self.users[user_id]),
-                "permissions": payloads.ALL_PERMISSIONS,
-            }
+            data["member"] = {**self.member(user_id), "permissions": self.permissions_of(user_id)}
         else:
             data["user"] = self.users[user_id]
             data["context"] = 1

@@ -31,6 +31,7 @@ SLACK_RULES: dict[str, Rule] = {
     "reactions.add": Rule(50, 60.0),
     "reactions.remove": Rule(50, 60.0),
     "users.info": Rule(100, 60.0),
+    "usergroups.list": Rule(20, 60.0),
     "conversations.info": Rule(50, 60.0),
     "apps.connections.open": Rule(50, 60.0),
 }

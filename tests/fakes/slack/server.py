@@ -50,6 +50,9 @@ class FakeSlack:
         self.hub = SocketHub(ack_timeout=ack_timeout)
         self.echo_bot_events = echo_bot_events
         self.users: dict[str, str] = dict(users or {"U1": "Alice", "U2": "Bob", "U3": "Carol"})
+        self.admins: set[str] = set()  # workspace admins (users.info is_admin)
+        self.owners: set[str] = set()  # workspace owners (is_owner, and is_admin too)
+        self.usergroups: dict[str, dict[str, Any]] = {}  # id -> usergroups.list entry
         self.channels: dict[str, str] = {}
         self.messages: dict[tuple[str, str], Posted] = {}
         self.calls: list[Call] = []
@@ -197,6 +200,29 @@ class FakeSlack:
 
     def add_channel(self, channel: str, kind: str = "channel") -> None:
         self.channels[channel] = kind
+
+    def add_usergroup(self, handle: str, users: list[str], *, disabled: bool = False) -> str:
+        """A user group (an @handle people can mention) with these members; returns its id."""
+        group_id = f"S{next(self._ids):08d}"
+        self.usergroups[group_id] = {
+            "id": group_id,
+            "team_id": self.team_id,
+            "is_usergroup": True,
+            "name": handle.title(),
+            "description": "",
+            "handle": handle,
+            "is_external": False,
+            "date_create": 1_700_000_000,
+            "date_update": 1_700_000_000,
+            "date_delete": 1_700_000_100 if disabled else 0,
+            "auto_type": None,
+            "created_by": "U1",
+            "updated_by": "U1",
+            "deleted_by": None,
+            "prefs": {"channels": [], "groups": []},
+            "users": list(users),
+        }
+        return group_id
 
     def add_bot_message(
         self, channel: str, text: str, blocks: list[dict[str, Any]], thread_ts: str | None

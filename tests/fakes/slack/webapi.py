@@ -205,16 +205,42 @@ async def users_info(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("user_not_found")
     name = fake.users[user]
     profile = {"display_name": name, "real_name": f"{name} Example"}
+    owner = user in fake.owners
     return {
         "ok": True,
         "user": {
             "id": user,
+            "team_id": fake.team_id,
             "name": name.lower(),
             "real_name": profile["real_name"],
             "profile": profile,
             "is_bot": False,
+            "is_admin": owner or user in fake.admins,  # Slack marks owners admins too
+            "is_owner": owner,
+            "is_primary_owner": False,
+            "is_restricted": False,
+            "is_ultra_restricted": False,
         },
     }
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")
+
+
+async def usergroups_list(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    """The workspace's user groups; members only with `include_users`, disabled groups
+    only with `include_disabled`, as Slack answers."""
+    groups = []
+    for group in fake.usergroups.values():
+        if group["date_delete"] and not _truthy(args.get("include_disabled")):
+            continue
+        shown = {k: v for k, v in group.items() if k != "users"}
+        shown["user_count"] = len(group["users"])
+        if _truthy(args.get("include_users")):
+            shown["users"] = list(group["users"])
+        groups.append(shown)
+    return {"ok": True, "usergroups": groups}
 
 
 async def conversations_info(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +283,7 @@ METHODS: dict[str, Handler] = {
     "chat.appendStream": append_stream,
     "chat.stopStream": stop_stream,
     "users.info": users_info,
+    "usergroups.list": usergroups_list,
     "conversations.info": conversations_info,
     "files.info": files_info,
     "apps.connections.open": connections_open,
