@@ -1,10 +1,11 @@
-"""The `teambot` command: run, chat, check, usage."""
+"""The `teambot` command: run, chat, check, usage, export, forget, audit."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -14,7 +15,7 @@ from bot import __version__, logs
 from bot.app import Config, adapters, load_config, open_engine
 from bot.config import Settings
 from bot.errors import ConfigError, ModelError
-from bot.store import UsageTotals
+from bot.store import AuditEntry, Store, UsageTotals
 
 log = logging.getLogger("teambot")
 
@@ -38,9 +39,33 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="validate configuration and reach the model once")
     usage = sub.add_parser("usage", help="token and cost table from the store")
     usage.add_argument("--days", type=int, default=30, help="how far back (default 30)")
+    export = sub.add_parser("export", help="print as JSON everything stored about a person")
+    export.add_argument("--user", required=True, type=_user_id, help="their platform user id")
+    export.add_argument("--platform", help="only this platform (default: every platform)")
+    forget = sub.add_parser("forget", help="delete what a person wrote, and their DMs")
+    forget.add_argument("--user", required=True, type=_user_id, help="their platform user id")
+    forget.add_argument("--platform", required=True, help="the platform (discord, slack, ...)")
+    audit = sub.add_parser("audit", help="the admin actions on record")
+    audit.add_argument("--days", type=_days, default=30, help="how far back (default 30)")
     manifest = sub.add_parser("manifest", help="print a platform's app manifest")
     manifest.add_argument("platform", choices=["slack"], help="the platform (slack)")
     return parser
+
+
+def _user_id(raw: str) -> str:
+    if not raw.strip():
+        raise argparse.ArgumentTypeError("a platform user id")
+    return raw.strip()
+
+
+def _days(raw: str) -> int:
+    try:
+        days = int(raw)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of days, 1 or more (got {raw!r})")
+    return days
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "usage":
             return asyncio.run(_usage(config.core, args.days))
+        if args.command in ("export", "forget", "audit"):
+            return asyncio.run(_people(config.core, args))
         if args.command == "check":
             return asyncio.run(_check(config))
         return asyncio.run(_run(config) if args.command == "run" else _chat(config.core))
@@ -195,6 +222,54 @@ async def _usage(settings: Settings, days: int) -> int:
         sum(r.totals.cost_usd for r in rows),
     )
     print(rule, _usage_line("total", "", f"last {days} days", total), sep="\n")
+    return 0
+
+
+async def _people(settings: Settings, args: argparse.Namespace) -> int:
+    """export, forget and audit: each on the store named by DATABASE_URL."""
+    from bot.store import open_store
+
+    store = await open_store(settings.database_url)
+    try:
+        if args.command == "export":
+            return await _export(store, args.platform, args.user)
+        if args.command == "forget":
+            return await _forget(store, args.platform, args.user)
+        return await _audit(store, args.days)
+    finally:
+        await store.aclose()
+
+
+async def _export(store: Store, platform: str | None, user: str) -> int:
+    exported = await store.export_user(platform, user)
+    print(json.dumps(exported, indent=2, ensure_ascii=False))
+    where = f"on {platform}" if platform else "on every platform"
+    detail = f"user {user} {where}: {len(exported['messages'])} messages"
+    await store.add_audit(AuditEntry(platform or "", "shell", "export", detail))
+    return 0
+
+
+async def _forget(store: Store, platform: str, user: str) -> int:
+    deleted = await store.forget_user(platform, user)
+    await store.add_audit(
+        AuditEntry(platform, "shell", "forget", f"user {user}: {deleted} messages")
+    )
+    print(f"Forgot {deleted} messages of {user} on {platform}.")
+    return 0
+
+
+def _audit_line(when: str, platform: str, actor: str, action: str, detail: str) -> str:
+    return f"{when:<19}  {platform:<8}  {actor[:22]:<22}  {action:<8}  {detail}"
+
+
+async def _audit(store: Store, days: int) -> int:
+    entries = await store.audit_entries(since=time.time() - days * 86_400)
+    header = _audit_line("time (UTC)", "platform", "actor", "action", "detail")
+    print(header, "-" * len(header), sep="\n")
+    for entry in entries:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.created_at or 0.0))
+        detail = " ".join(entry.detail.split())  # one line each, whatever the detail holds
+        print(_audit_line(when, entry.platform, entry.actor, entry.action, detail))
     return 0
 
 

@@ -62,6 +62,8 @@ class Settings:
     channel_daily_usd: float | None = None
     daily_usd: float | None = None
     admins_unlimited: bool = False
+    # What it keeps: message text older than this many days is deleted (None: kept).
+    retention_days: int | None = None
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -100,6 +102,11 @@ def integer(env: Mapping[str, str], name: str, default: int, low: int, high: int
     if not low <= value <= high:
         raise ConfigError(name, f"a whole number from {low} to {high} (got {raw!r})")
     return value
+
+
+def optional_integer(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """`integer`, or None when the variable is empty."""
+    return integer(env, name, low, low, high) if env.get(name, "").strip() else None
 
 
 def url(env: Mapping[str, str], name: str, default: str) -> str:
@@ -199,6 +206,7 @@ def _control_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "channel_daily_usd": dollars(env, "TEAMBOT_CHANNEL_DAILY_USD"),
         "daily_usd": dollars(env, "TEAMBOT_DAILY_USD"),
         "admins_unlimited": flag(env, "TEAMBOT_ADMINS_UNLIMITED", False),
+        "retention_days": optional_integer(env, "TEAMBOT_RETENTION_DAYS", 1, 36500),
     }
 
 

@@ -24,6 +24,7 @@ from bot.limits import Limits
 from bot.memory import Remembering
 from bot.model import ModelClient
 from bot.pipeline import Emit, Prepared, ReplyPipeline
+from bot.retention import Retention
 from bot.store import (
     AuditEntry,
     NewMessage,
@@ -49,6 +50,7 @@ from bot.types import (
     ReplyEvent,
     ReplyFailed,
 )
+from bot.window import Windows
 
 log = logging.getLogger("teambot.engine")
 
@@ -92,6 +94,8 @@ class Engine:
         self.summarizer = Summarizer(model, store, self.accounts, settings.context_tokens)
         self.pipeline.memory = Remembering(self.summarizer, store, self.set_setting)
         self.digests = Digests(store, self._digest, settings.timezone)
+        self.retention = Retention(store, settings)
+        self.retention.purged = self._drop_cached_text
         self.limits = self.pipeline.limits = self.summarizer.limits = Limits(settings, store)
         self.pipeline.unlimited = self._unlimited
         builtins = [BUILTINS[name] for name in settings.tools]
@@ -109,6 +113,7 @@ class Engine:
             source.start()
         await self.accounts.load()
         self.digests.start()
+        self.retention.start()
 
     # What adapters call
 
@@ -127,7 +132,11 @@ class Engine:
     async def set_spend_limit(self, call: commands.Call, scope: str, amount: float | None) -> None:
         await self.store.set_spend_limit(scope, amount)
         shown = "off" if amount is None else f"{amount:.2f}"
-        entry = AuditEntry(call.key.platform, call.author.id, "limits", f"{scope} = {shown}")
+        await self.audit(call, "limits", f"{scope} = {shown}")
+
+    async def audit(self, call: commands.Call, action: str, detail: str) -> None:
+        """Append what `call`'s author changed to the audit table."""
+        entry = AuditEntry(call.key.platform, call.author.id, action, detail)
         await self.store.add_audit(entry)
 
     def _unlimited(self, message: Message) -> bool:
@@ -249,6 +258,20 @@ class Engine:
         self.pipeline.windows.forget(key)
         await self.set_setting(key, "memory", None)
         return await self.store.forget(str(key))
+
+    def _drop_cached_text(self) -> None:
+        """Deleted messages may sit in cached windows or memory summaries: drop them all."""
+        self.pipeline.windows = Windows(self.store, self.pipeline.windows.size)
+        self._settings.clear()
+
+    async def forget_user(self, call: commands.Call) -> int:
+        """Delete every message the caller wrote on this platform, in every conversation,
+        and their DM conversations with the bot (usage rows stay, anonymised)."""
+        platform = call.key.platform
+        count = await self.store.forget_user(platform, call.author.id)
+        self._drop_cached_text()
+        await self.audit(call, "forget", f"{count} messages on {platform}")
+        return count
 
     async def conversation_settings(self, key: ConversationKey) -> ConversationSettings:
         cached = self._settings.get(key)
@@ -416,6 +439,7 @@ class Engine:
     async def aclose(self) -> None:
         await self.shutdown(grace=0)
         await self.digests.aclose()
+        await self.retention.aclose()
         if self.pipeline.memory is not None:
             await self.pipeline.memory.aclose()
         await asyncio.gather(*(source.aclose() for source in self.pipeline.toolbox.sources))

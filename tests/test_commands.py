@@ -30,6 +30,7 @@ async def test_slack_help_lists_every_slack_command_as_typed(engine) -> None:
     assert listed == [
         "/ask",
         "/reset",
+        "/forget",
         "/reasoning",
         "/system",
         "/summarize",

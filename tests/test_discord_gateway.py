@@ -79,6 +79,7 @@ async def test_commands_sync_to_configured_guilds_when_the_set_changes(
     assert names == {
         "ask",
         "reset",
+        "forget",
         "reasoning",
         "system",
         "summarize",

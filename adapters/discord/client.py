@@ -134,6 +134,11 @@ class TeambotClient(discord.Client):
         key = await self._key(payload.channel_id, payload.guild_id)
         await self.engine.delete(key, str(payload.message_id))
 
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        key = await self._key(payload.channel_id, payload.guild_id)
+        for message_id in sorted(payload.message_ids):
+            await self.engine.delete(key, str(message_id))
+
     async def _key(self, channel_id: int, guild_id: int | None) -> ConversationKey:
         if guild_id is None:
             return ConversationKey(PLATFORM, "", str(channel_id))

@@ -50,6 +50,32 @@ async def _reset(call: Call) -> CommandResult:
     return CommandResult(f"Forgot this conversation ({count} {noun}). Starting fresh.")
 
 
+PLATFORM_NAMES = {"discord": "Discord", "slack": "Slack", "console": "the console"}
+CONFIRM = "confirm"
+
+
+async def _forget(call: Call) -> CommandResult:
+    platform = PLATFORM_NAMES.get(call.key.platform, call.key.platform)
+    if call.args.lower() != CONFIRM:
+        return CommandResult(
+            f"`forget` deletes every message you wrote that I stored on {platform}, in every "
+            "conversation, and your DM with me; it cannot be undone. Usage records stay, "
+            f"without your name. To go ahead, run `forget {CONFIRM}`.",
+            True,
+        )
+    count = await call.services.forget_user(call)
+    noun = "message" if count == 1 else "messages"
+    return CommandResult(
+        f"Forgot {count} {noun} you wrote here on {platform}, and your DM with me. "
+        "Usage records stay, without your name.",
+        True,
+    )
+
+
+def _where(call: Call) -> str:
+    return f"in {call.key}"
+
+
 REASONING_MEANING = {
     "on": "I'll think before answering here (slower, better on hard questions).",
     "off": "I'll answer directly here without extended thinking.",
@@ -78,8 +104,12 @@ async def _system(call: Call) -> CommandResult:
         return CommandResult(f"Instructions for this conversation:\n{current}")
     if call.args.lower() == "clear":
         await call.services.set_setting(call.key, "system", None)
+        await call.services.audit(call, "system", f"cleared {_where(call)}")
         return CommandResult("Instructions cleared for this conversation.")
     await call.services.set_setting(call.key, "system", call.args)
+    shown = call.args if len(call.args) <= 100 else call.args[:99] + "…"
+    detail = f"set ({len(call.args)} chars) {_where(call)}: {shown}"
+    await call.services.audit(call, "system", detail)
     return CommandResult("Instructions set for this conversation.")
 
 
@@ -93,6 +123,7 @@ async def _tools(call: Call) -> CommandResult:
         return CommandResult("Use `tools on` or `tools off`.", True)
     if choice:
         await call.services.set_setting(call.key, "tools", choice)
+        await call.services.audit(call, "tools", f"{choice} {_where(call)}")
     current = (await call.services.conversation_settings(call.key)).tools or "on"
     if not names:
         return CommandResult("This bot has no tools (TEAMBOT_TOOLS=none).")
@@ -133,6 +164,7 @@ async def _digest(call: Call) -> CommandResult:
         )
     if words == ["off"]:
         await call.services.set_setting(key, "digest", None)
+        await call.services.audit(call, "digest", f"off {_where(call)}")
         return CommandResult("Daily digest **off** here.")
     at = parse_clock(words[1]) if words[0] == "on" and len(words) == 2 else None
     if words == ["on"]:
@@ -140,6 +172,7 @@ async def _digest(call: Call) -> CommandResult:
     if words[0] != "on" or at is None:
         return CommandResult("Use `digest on`, `digest on 17:30` or `digest off`.", True)
     await call.services.set_setting(key, "digest", at)
+    await call.services.audit(call, "digest", f"on {at} {_where(call)}")
     return CommandResult(
         f"Daily digest **on**: every day at {at} ({zone}) I post a summary of the last 24 hours "
         "here, unless nothing happened."
@@ -212,6 +245,18 @@ REGISTRY.add(
         summary="Forget this conversation (channel, thread or DM)",
         help="forget this conversation (channel, thread or DM)",
         handler=_reset,
+    )
+)
+REGISTRY.add(
+    Command(
+        name="forget",
+        summary="Delete everything you wrote that I stored here, and your DM with me",
+        help="delete every message you wrote that I stored on this platform, in every "
+        "conversation, and your DM with me (`{typed} confirm` to do it)",
+        usage="confirm",
+        handler=_forget,
+        options=(Option("confirm", "Delete now; without it you see what would go", Kind.FLAG),),
+        private=True,
     )
 )
 REGISTRY.add(

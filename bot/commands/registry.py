@@ -44,6 +44,15 @@ class Services(Protocol):
 
     async def forget(self, key: ConversationKey) -> int: ...
 
+    async def forget_user(self, call: Call) -> int:
+        """Delete everything the caller wrote on this platform and their DMs with the bot
+        (audited); return how many messages went."""
+        ...
+
+    async def audit(self, call: Call, action: str, detail: str) -> None:
+        """Append an admin action (who, what) to the audit table."""
+        ...
+
     async def spending(
         self, key: ConversationKey, user_id: str
     ) -> list[tuple[str, float, float | None]]:

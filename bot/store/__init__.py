@@ -415,6 +415,26 @@ class Store(Protocol):
 
     async def add_audit(self, entry: AuditEntry) -> None: ...
 
+    # What it keeps and forgets
+
+    async def forget_user(self, platform: str, user_id: str) -> int:
+        """Delete every message `user_id` wrote on `platform` and their DM conversations
+        (conversations on that platform whose place is a DM they wrote in), with those
+        conversations' running summaries ('memory' settings); anonymise their usage rows
+        (user_id becomes "forgotten"). Returns how many messages were deleted."""
+        ...
+
+    async def export_user(self, platform: str | None, user_id: str) -> dict[str, Any]:
+        """Everything stored about `user_id` (on `platform`, or every platform): their
+        messages, usage rows, settings of their DMs, audit entries by them; JSON-ready."""
+        ...
+
+    async def purge_older(self, before: float) -> int:
+        """Delete messages created before `before` (usage rows stay: they hold no text) and
+        the running summaries ('memory' settings) of conversations that lost messages.
+        Returns how many messages were deleted."""
+        ...
+
     async def audit_entries(self, *, since: float = 0.0) -> list[AuditEntry]: ...
 
     async def get_meta(self, name: str) -> str | None: ...

@@ -32,6 +32,9 @@ from bot.store import (
 )
 from bot.store.search import (
     CANDIDATES,
+    FORGOTTEN,
+    MEMORY,
+    PURGE_BATCH,
     RECENCY_SECONDS,
     SEARCHABLE_ROW,
     SPEND_LOCK,
@@ -47,7 +50,9 @@ from bot.store.search import (
     searched_places,
     spend_grant,
     spend_limit,
+    user_export,
 )
+from bot.types import DM
 
 POSITION = "coalesce(reply_to, id)"
 # Every column but `tsv`, which only search reads (and which is large to send).
@@ -654,6 +659,117 @@ class PostgresStore:
             AuditEntry(r["platform"], r["actor"], r["action"], r["detail"], r["created_at"])
             for r in rows
         ]
+
+    # What it keeps and forgets
+
+    @staticmethod
+    def _dm_conversations(platform: str | None) -> str:
+        """SQL for the DM conversations (on `platform`, unless None) `user` wrote in."""
+        sql = (
+            "SELECT DISTINCT m.conversation FROM messages m "
+            "JOIN conversations c ON c.key = m.conversation JOIN places p ON p.key = c.place "
+            f"WHERE m.author_id = %(user)s AND p.visibility = '{DM}'"
+        )
+        if platform is not None:
+            sql += " AND p.platform = %(platform)s AND starts_with(m.conversation, %(prefix)s)"
+        return sql
+
+    @staticmethod
+    def _user_params(platform: str | None, user_id: str) -> dict[str, Any]:
+        return {
+            "user": user_id,
+            "platform": platform,
+            "prefix": f"{platform}:",
+            "memory": MEMORY,
+            "forgotten": FORGOTTEN,
+        }
+
+    async def forget_user(self, platform: str, user_id: str) -> int:
+        params = self._user_params(platform, user_id)
+        mine = "author_id = %(user)s AND starts_with(conversation, %(prefix)s)"
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(self._dm_conversations(platform), params)
+            params["dms"] = [row["conversation"] for row in await cursor.fetchall()]
+            # Summaries may hold their words: those of every conversation they wrote in go.
+            await conn.execute(
+                "DELETE FROM conversation_settings WHERE name = %(memory)s AND conversation IN "
+                f"(SELECT DISTINCT conversation FROM messages WHERE {mine})",
+                params,
+            )
+            # The whole DM, the bot's answers too.
+            cursor = await conn.execute(
+                "DELETE FROM messages WHERE conversation = ANY(%(dms)s)", params
+            )
+            deleted = cursor.rowcount
+            await conn.execute(
+                "UPDATE conversations SET window_start = 0 WHERE key = ANY(%(dms)s)", params
+            )
+            cursor = await conn.execute(f"DELETE FROM messages WHERE {mine}", params)
+            deleted += cursor.rowcount
+            await conn.execute(
+                "UPDATE usage SET user_id = %(forgotten)s "
+                "WHERE platform = %(platform)s AND user_id = %(user)s",
+                params,
+            )
+            await conn.execute(
+                "DELETE FROM authors WHERE author_id = %(user)s "
+                "AND NOT EXISTS (SELECT 1 FROM messages WHERE author_id = %(user)s)",
+                params,
+            )
+        return deleted
+
+    async def export_user(self, platform: str | None, user_id: str) -> dict[str, Any]:
+        params = self._user_params(platform, user_id)
+        dms = self._dm_conversations(platform)
+        on_platform = "" if platform is None else " AND platform = %(platform)s"
+        in_prefix = "" if platform is None else " AND starts_with(conversation, %(prefix)s)"
+        messages = await self._all(
+            f"SELECT {COLUMNS} FROM messages WHERE (author_id = %(user)s{in_prefix}) "
+            f"OR conversation IN ({dms}) ORDER BY id",
+            params,
+        )
+        usage = await self._all(
+            f"SELECT * FROM usage WHERE user_id = %(user)s{on_platform} ORDER BY created_at, id",
+            params,
+        )
+        settings = await self._all(
+            "SELECT conversation, name, value FROM conversation_settings "
+            f'WHERE conversation IN ({dms}) ORDER BY conversation COLLATE "C", name',
+            params,
+        )
+        audit = await self._all(
+            "SELECT created_at, platform, actor, action, detail FROM audit "
+            f"WHERE actor = %(user)s{on_platform} ORDER BY created_at, id",
+            params,
+        )
+        entries = [
+            AuditEntry(r["platform"], r["actor"], r["action"], r["detail"], r["created_at"])
+            for r in audit
+        ]
+        return user_export(platform, user_id, messages, usage, settings, entries)
+
+    async def purge_older(self, before: float) -> int:
+        total = 0
+        while True:  # in batches: short transactions, other writers go in between
+            rows = await self._all(
+                """
+                WITH gone AS (
+                    DELETE FROM messages WHERE id IN (
+                        SELECT id FROM messages WHERE created_at < %(before)s
+                        ORDER BY created_at, id LIMIT %(batch)s)
+                    RETURNING conversation
+                ), summaries AS (
+                    DELETE FROM conversation_settings WHERE name = %(memory)s
+                    AND conversation IN (SELECT conversation FROM gone)
+                )
+                SELECT count(*) AS n FROM gone
+                """,
+                {"before": before, "batch": PURGE_BATCH, "memory": MEMORY},
+            )
+            deleted = int(rows[0]["n"])
+            total += deleted
+            if deleted < PURGE_BATCH:
+                return total
 
     # Places, search and reads within a scope
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.store import Budget, Hit, PlaceInfo, Scope, SearchQuery, StoredMessage
+from bot.store import AuditEntry, Budget, Hit, PlaceInfo, Scope, SearchQuery, StoredMessage
 
 MAX_TERMS = 16  # a pasted page is not a query: its first distinct words are
 MAX_TERM_CHARS = 64  # longer "words" are pasted ids or base64, not what people look for
@@ -180,3 +180,79 @@ def spend_grant(
     room = min(lefts.values(), default=want)
     granted = want if room >= want - SPEND_EPSILON else max(room, 0.0)
     return (granted if granted >= least - SPEND_EPSILON else None), lefts
+
+
+# What it keeps and forgets (`forget_user`, `export_user`, `purge_older`), alike in both
+# backends: usage rows of a forgotten user keep their numbers under this id.
+FORGOTTEN = "forgotten"
+MEMORY = "memory"  # the conversation setting holding its running summary (bot/memory.py)
+PURGE_BATCH = 5_000  # messages `purge_older` deletes per transaction
+USAGE_EXPORTED = (
+    "created_at",
+    "platform",
+    "conversation",
+    "user_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms",
+    "outcome",
+    "kind",
+)
+
+
+def exported_message(row: dict[str, Any]) -> dict[str, Any]:
+    """A `messages` row as `export_user` shows it."""
+    message = StoredMessage.from_row(row)
+    return {
+        "id": message.id,
+        "conversation": message.conversation,
+        "platform_id": message.platform_id,
+        "role": message.role,
+        "author_id": message.author_id,
+        "author_name": message.author_name,
+        "text": message.text,
+        "attachments": [vars(a) for a in message.attachments],
+        "created_at": message.created_at,
+        "reply_to": message.reply_to,
+        "copied": message.copied,
+    }
+
+
+def exported_usage(row: dict[str, Any]) -> dict[str, Any]:
+    """A `usage` row as `export_user` shows it."""
+    return {name: row[name] for name in USAGE_EXPORTED}
+
+
+def exported_audit(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "created_at": entry.created_at,
+        "platform": entry.platform,
+        "actor": entry.actor,
+        "action": entry.action,
+        "detail": entry.detail,
+    }
+
+
+def user_export(
+    platform: str | None,
+    user_id: str,
+    messages: list[dict[str, Any]],
+    usage: list[dict[str, Any]],
+    settings: list[dict[str, Any]],
+    audit: list[AuditEntry],
+) -> dict[str, Any]:
+    """`export_user`'s answer from the rows each backend read (settings: conversation,
+    name, value of the user's DM conversations)."""
+    dm_settings: dict[str, dict[str, str]] = {}
+    for row in settings:
+        dm_settings.setdefault(row["conversation"], {})[row["name"]] = row["value"]
+    return {
+        "user_id": user_id,
+        "platform": platform,
+        "messages": [exported_message(row) for row in messages],
+        "usage": [exported_usage(row) for row in usage],
+        "dm_settings": dm_settings,
+        "audit": [exported_audit(entry) for entry in audit],
+    }

@@ -34,6 +34,9 @@ from bot.store import (
 )
 from bot.store.search import (
     CANDIDATES,
+    FORGOTTEN,
+    MEMORY,
+    PURGE_BATCH,
     RECENCY_SECONDS,
     SEARCHABLE_ROW,
     Where,
@@ -48,8 +51,10 @@ from bot.store.search import (
     searched_places,
     spend_grant,
     spend_limit,
+    user_export,
 )
 from bot.store.worker import SerialWorker
+from bot.types import DM
 
 T = TypeVar("T")
 EVENT_TTL_SECONDS = 7 * 24 * 3600  # Slack retries for minutes; replays after reconnects are rarer
@@ -805,6 +810,126 @@ class SQLiteStore:
 
     async def audit_entries(self, *, since: float = 0.0) -> list[AuditEntry]:
         return await self._run(self._audit_entries, since)
+
+    # What it keeps and forgets
+
+    @staticmethod
+    def _dm_conversations(platform: str | None) -> str:
+        """SQL for the DM conversations (on `:platform`, unless None) `:user` wrote in."""
+        sql = (
+            "SELECT DISTINCT m.conversation FROM messages m "
+            "JOIN conversations c ON c.key = m.conversation JOIN places p ON p.key = c.place "
+            f"WHERE m.author_id = :user AND p.visibility = '{DM}'"
+        )
+        if platform is not None:
+            sql += (
+                " AND p.platform = :platform "
+                "AND substr(m.conversation, 1, length(:prefix)) = :prefix"
+            )
+        return sql
+
+    @staticmethod
+    def _user_params(platform: str | None, user_id: str) -> dict[str, Any]:
+        return {
+            "user": user_id,
+            "platform": platform,
+            "prefix": f"{platform}:",
+            "memory": MEMORY,
+            "forgotten": FORGOTTEN,
+        }
+
+    def _forget_user(self, platform: str, user_id: str) -> int:
+        params = self._user_params(platform, user_id)
+        mine = "author_id = :user AND substr(conversation, 1, length(:prefix)) = :prefix"
+        with self.db.atomic():
+            dms = [
+                row["conversation"] for row in self._rows(self._dm_conversations(platform), params)
+            ]
+            # Summaries may hold their words: those of every conversation they wrote in go.
+            self.db.execute(
+                "DELETE FROM conversation_settings WHERE name = :memory AND conversation IN "
+                f"(SELECT DISTINCT conversation FROM messages WHERE {mine})",
+                params,
+            )
+            deleted = 0
+            for key in dms:  # the whole DM, the bot's answers too
+                deleted += self.db.execute(
+                    "DELETE FROM messages WHERE conversation = ?", [key]
+                ).rowcount
+                self.db.execute("UPDATE conversations SET window_start = 0 WHERE key = ?", [key])
+            deleted += self.db.execute(f"DELETE FROM messages WHERE {mine}", params).rowcount
+            self.db.execute(
+                "UPDATE usage SET user_id = :forgotten "
+                "WHERE platform = :platform AND user_id = :user",
+                params,
+            )
+            self.db.execute(
+                "DELETE FROM authors WHERE author_id = :user "
+                "AND NOT EXISTS (SELECT 1 FROM messages WHERE author_id = :user)",
+                params,
+            )
+        return deleted
+
+    async def forget_user(self, platform: str, user_id: str) -> int:
+        return await self._run(self._forget_user, platform, user_id)
+
+    def _export_user(self, platform: str | None, user_id: str) -> dict[str, Any]:
+        params = self._user_params(platform, user_id)
+        dms = self._dm_conversations(platform)
+        on_platform = "" if platform is None else " AND platform = :platform"
+        in_prefix = (
+            "" if platform is None else " AND substr(conversation, 1, length(:prefix)) = :prefix"
+        )
+        messages = self._rows(
+            f"SELECT * FROM messages WHERE (author_id = :user{in_prefix}) "
+            f"OR conversation IN ({dms}) ORDER BY id",
+            params,
+        )
+        usage = self._rows(
+            f"SELECT * FROM usage WHERE user_id = :user{on_platform} ORDER BY created_at, id",
+            params,
+        )
+        settings = self._rows(
+            "SELECT conversation, name, value FROM conversation_settings "
+            f"WHERE conversation IN ({dms}) ORDER BY conversation, name",
+            params,
+        )
+        audit = self._rows(
+            "SELECT created_at, platform, actor, action, detail FROM audit "
+            f"WHERE actor = :user{on_platform} ORDER BY created_at, id",
+            params,
+        )
+        entries = [
+            AuditEntry(r["platform"], r["actor"], r["action"], r["detail"], r["created_at"])
+            for r in audit
+        ]
+        return user_export(platform, user_id, messages, usage, settings, entries)
+
+    async def export_user(self, platform: str | None, user_id: str) -> dict[str, Any]:
+        return await self._run(self._export_user, platform, user_id)
+
+    def _purge_batch(self, before: float) -> int:
+        """Delete up to PURGE_BATCH of the oldest messages created before `before`, and the
+        running summaries of their conversations; how many messages went."""
+        batch = "SELECT id FROM messages WHERE created_at < ? ORDER BY created_at, id LIMIT ?"
+        with self.db.atomic():
+            self.db.execute(
+                "DELETE FROM conversation_settings WHERE name = ? AND conversation IN "
+                f"(SELECT DISTINCT conversation FROM messages WHERE id IN ({batch}))",
+                [MEMORY, before, PURGE_BATCH],
+            )
+            cursor = self.db.execute(
+                f"DELETE FROM messages WHERE id IN ({batch})", [before, PURGE_BATCH]
+            )
+            return cursor.rowcount
+
+    async def purge_older(self, before: float) -> int:
+        total = 0
+        while True:  # in batches, so other calls get the worker (and the lock) in between
+            deleted = await self._run(self._purge_batch, before)
+            total += deleted
+            if deleted < PURGE_BATCH:
+                return total
 
     # Places, search and reads within a scope
 

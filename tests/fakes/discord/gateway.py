@@ -154,7 +154,11 @@ class Gateway:
             return None
         if not in_guild and not session.has(INTENT_DIRECT_MESSAGES):
             return None
-        if name == "MESSAGE_DELETE" or session.has(INTENT_MESSAGE_CONTENT) or not in_guild:
+        if (
+            name in ("MESSAGE_DELETE", "MESSAGE_DELETE_BULK")
+            or session.has(INTENT_MESSAGE_CONTENT)
+            or not in_guild
+        ):
             return data
         if self._exempt(data):
             return data

@@ -293,6 +293,14 @@ class FakeDiscord:
             event["guild_id"] = data["guild_id"]
         await self.gateway.dispatch("MESSAGE_DELETE", event)
 
+    async def user_bulk_delete(self, message_ids: list[str]) -> None:
+        """A moderator deletes several messages of one channel at once."""
+        gone = [self.messages.pop(message_id) for message_id in message_ids]
+        event: dict[str, Any] = {"ids": message_ids, "channel_id": gone[0]["channel_id"]}
+        if "guild_id" in gone[0]:
+            event["guild_id"] = gone[0]["guild_id"]
+        await self.gateway.dispatch("MESSAGE_DELETE_BULK", event)
+
     async def slash(
         self,
         name: str,
