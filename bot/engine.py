@@ -131,6 +131,7 @@ class Engine:
 
     async def set_spend_limit(self, call: commands.Call, scope: str, amount: float | None) -> None:
         await self.store.set_spend_limit(scope, amount)
+        self.limits.overrides_changed()
         shown = "off" if amount is None else f"{amount:.2f}"
         await self.audit(call, "limits", f"{scope} = {shown}")
 

@@ -22,6 +22,7 @@ from bot.store import Budget, Hold, Store
 from bot.types import ConversationKey
 
 MIN_USEFUL_TOKENS = 256  # an answer shorter than this is not worth making
+OVERRIDES_FRESH_S = 1.0  # how long "no override is stored" is believed without asking again
 HOLD_SECONDS = 15 * 60  # a hold outlives any call; a crashed process's holds lapse then
 
 
@@ -61,6 +62,32 @@ class Limits:
         self.settings = settings
         self.store = store
         self.zone = ZoneInfo(settings.timezone)
+        self.configured = any(
+            limit is not None
+            for limit in (
+                settings.user_daily_usd,
+                settings.user_monthly_usd,
+                settings.channel_daily_usd,
+                settings.daily_usd,
+            )
+        )
+        self._no_overrides_until = 0.0
+
+    def overrides_changed(self) -> None:
+        """An override was just set here: stop believing there are none."""
+        self._no_overrides_until = 0.0
+
+    async def active(self) -> bool:
+        """Whether any limit could apply. Without configured limits that depends on stored
+        overrides, which another process may set: asked again at most a second later."""
+        if self.configured:
+            return True
+        if time.monotonic() < self._no_overrides_until:
+            return False
+        if await self.store.has_spend_limits():
+            return True
+        self._no_overrides_until = time.monotonic() + OVERRIDES_FRESH_S
+        return False
 
     def budgets(self, key: ConversationKey, user_id: str, now: float) -> list[Budget]:
         s = self.settings
@@ -85,6 +112,8 @@ class Limits:
         now: float | None = None,
     ) -> Grant:
         """Set aside the worst case of one call, or as much of it as the limits allow."""
+        if not await self.active():
+            return Grant(max_tokens, reasoning)  # nothing to hold: no limit applies
         now = time.time() if now is None else now
         prompt = prompt_tokens * INPUT_USD_PER_MTOK / 1e6
         per_token = OUTPUT_USD_PER_MTOK / 1e6

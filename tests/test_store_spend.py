@@ -338,3 +338,11 @@ async def test_concurrent_reservations_never_overspend(store, place):
             assert await spent_on(other, budgets[0]) == pytest.approx(0.95)
     finally:
         await other.aclose()
+
+
+async def test_has_spend_limits_follows_the_overrides(store):
+    assert await store.has_spend_limits() is False
+    await store.set_spend_limit("bot:day", 1.0)
+    assert await store.has_spend_limits() is True
+    await store.set_spend_limit("bot:day", None)
+    assert await store.has_spend_limits() is False

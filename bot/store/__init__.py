@@ -413,6 +413,10 @@ class Store(Protocol):
         """Override the limit of `scope` (None removes the override)."""
         ...
 
+    async def has_spend_limits(self) -> bool:
+        """Whether any limit override is stored (else only the configured limits apply)."""
+        ...
+
     async def add_audit(self, entry: AuditEntry) -> None: ...
 
     # What it keeps and forgets

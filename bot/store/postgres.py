@@ -625,6 +625,9 @@ class PostgresStore:
         async with self.pool.connection() as conn:
             return await self._spent(conn, list(budgets), time.time())
 
+    async def has_spend_limits(self) -> bool:
+        return await self._count("SELECT 1 FROM spend_limits LIMIT 1") > 0
+
     async def set_spend_limit(self, scope: str, amount: float | None) -> None:
         if amount is None:
             await self._count("DELETE FROM spend_limits WHERE scope = %s", [scope])

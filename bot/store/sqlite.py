@@ -780,6 +780,12 @@ class SQLiteStore:
     async def set_spend_limit(self, scope: str, amount: float | None) -> None:
         await self._run(self._set_spend_limit, scope, amount)
 
+    def _has_spend_limits(self) -> bool:
+        return bool(self._rows("SELECT 1 FROM spend_limits LIMIT 1"))
+
+    async def has_spend_limits(self) -> bool:
+        return await self._run(self._has_spend_limits)
+
     def _add_audit(self, entry: AuditEntry) -> None:
         with self.db.atomic():
             self.db.execute(
