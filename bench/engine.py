@@ -79,7 +79,6 @@ def preload(path: Path, count: int) -> None:
     asyncio.run(_create_schema(path))
     db = Database(path)
     now = time.time() - count
-    per = tokens.count(LINE)
     rows = (
         {
             "conversation": str(KEY),
@@ -90,7 +89,7 @@ def preload(path: Path, count: int) -> None:
             "text": f"{LINE}#{n}",
             "thinking": "",
             "attachments": "[]",
-            "tokens": per,
+            "tokens": tokens.count(f"{LINE}#{n}"),  # as the engine would have stored it
             "created_at": now + n,
         }
         for n in range(count)

@@ -27,9 +27,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlite_utils import Database
-
-from bench.engine import KEY, LINE
+from bench.engine import KEY, preload
 from bench.measure import pct
 from bot import tokens
 from bot.config import Settings
@@ -216,37 +214,6 @@ def report_memory(run: MemoryRun) -> None:
         f"— target <= 10%: {met}; turn-1 fact in the last prompt: "
         f"{'yes' if run.fact_in_last else 'no'}; memory calls: {len(run.updates)}"
     )
-
-
-def preload(path: Path, count: int) -> None:
-    """Like bench.engine's preload (`count` messages, one a second up to now), but each
-    row's token count is its own text's, as the engine stores it."""
-    asyncio.run(_create_schema(path))
-    db = Database(path)
-    now = time.time() - count
-    rows = (
-        {
-            "conversation": str(KEY),
-            "platform_id": f"old{n}",
-            "role": "user" if n % 2 == 0 else "assistant",
-            "author_id": f"U{n % 7}",
-            "author_name": f"Person {n % 7}",
-            "text": f"{LINE}#{n}",
-            "thinking": "",
-            "attachments": "[]",
-            "tokens": tokens.count(f"{LINE}#{n}"),
-            "created_at": now + n,
-        }
-        for n in range(count)
-    )
-    db["messages"].insert_all(rows, batch_size=5000)  # type: ignore[union-attr]
-    db.conn.commit()
-    db.close()
-
-
-async def _create_schema(path: Path) -> None:
-    store = await SQLiteStore.open(str(path))
-    await store.aclose()
 
 
 @dataclass

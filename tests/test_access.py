@@ -22,7 +22,7 @@ from bot.access import NO_DMS, NOT_FOR_YOU, NOT_HERE, Asker, decide, refusal_cla
 from bot.config import Settings
 from bot.types import Author, ConversationKey, ReplyFailed
 from tests.conftest import EngineFactory
-from tests.fakes.discord import FakeDiscord, InteractionRecord, Posted
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord.fixtures import answer_to, dc, settle
 from tests.fakes.discord.harness import Running, start_adapter
 from tests.fakes.discord.payloads import MANAGE_GUILD
@@ -31,6 +31,8 @@ from tests.fakes.slack import FakeSlack
 from tests.fakes.slack.fixtures import fake_slack_fixture  # noqa: F401
 from tests.fakes.slack.harness import Harness
 from tests.helpers import ALICE, BOB, collect, key, message, prompt_text
+from tests.test_discord_commands import followups
+from tests.test_slack_commands import command as slash
 
 pytestmark = pytest.mark.timeout(60)
 __all__ = ["dc"]  # fixtures
@@ -208,16 +210,6 @@ async def silence(dc: FakeDiscord, msg: dict[str, Any]) -> None:
     assert dc.replies_to(msg["id"]) == []
 
 
-async def followups(bot: Running, dc: FakeDiscord, record: InteractionRecord) -> list[Posted]:
-    def done() -> list[Posted] | None:
-        posted = [dc.posted[i] for i in record.followups if i in dc.posted]
-        if posted and all(p.content for p in posted) and bot.adapter.pacer.idle():
-            return posted
-        return None
-
-    return list(await dc.wait_until(done, what=f"follow-ups to /{record.name}"))
-
-
 async def test_discord_allow_list_refuses_once_a_day_even_after_a_restart(
     discord_bot: DiscordStarter, dc: FakeDiscord, fake_mistral: FakeMistral, tmp_path: Path
 ) -> None:
@@ -367,15 +359,6 @@ async def slack_bot(
     yield start
     if harness is not None:
         await harness.stop()
-
-
-async def slash(
-    harness: Harness, name: str, text: str = "", user: str = "U1", channel: str = "C1"
-) -> dict[str, Any]:
-    before = len(harness.fake.responses)
-    harness.fake.slash_command(name, text, user, channel)
-    await harness.wait_for(lambda: len(harness.fake.responses) > before, f"{name} response")
-    return harness.fake.responses[before]
 
 
 def slack_prompt(fake: FakeMistral) -> str:
