@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 
 from bot.types import Author, ReplyDone, ReplyFailed
+from tests.fakes.discord.fixtures import dc
 from tests.fakes.mistral import Reply
+from tests.fakes.slack.fixtures import fake_slack_fixture
 from tests.helpers import ALICE, collect, final, key, message
+
+__all__ = ["dc", "fake_slack_fixture"]  # fixtures
 
 OUT_PRICE = 0.60 / 1e6
 ADMIN = Author("A1", "Admin")
@@ -107,3 +111,37 @@ async def test_admins_are_limited_unless_admins_unlimited(make_engine, fake_mist
     assert isinstance(final(await collect(strict, message("hi"))), ReplyFailed)
     free = await make_engine(admin_ids=frozenset({"U1"}), daily_usd=0.0, admins_unlimited=True)
     assert isinstance(final(await collect(free, message("hi", conv=key("C2")))), ReplyDone)
+
+
+async def test_on_discord_a_spent_limit_is_one_sentence_and_no_model_call(
+    make_engine, fake_mistral, dc
+):
+    from tests.fakes.discord.fixtures import answer_to
+    from tests.fakes.discord.harness import start_adapter
+
+    engine = await make_engine(channel_daily_usd=0.0, timezone="UTC")
+    bot = await start_adapter(engine, dc)
+    try:
+        ask = await dc.user_message(dc.general, dc.alice, "hello?", mention=True)
+        text = await answer_to(bot, dc, ask)
+        assert text.startswith("This channel has used $0.00 of its $0.00 daily limit")
+        assert "resets at midnight (UTC)" in text
+        assert fake_mistral.requests == []
+    finally:
+        await bot.stop()
+
+
+async def test_on_slack_a_spent_limit_is_one_sentence_in_the_thread(
+    make_engine, fake_mistral, fake_slack
+):
+    from tests.fakes.slack.harness import Harness
+
+    harness = Harness(fake_slack, await make_engine(user_daily_usd=0.0, timezone="UTC"))
+    await harness.start()
+    try:
+        ts = fake_slack.user_message("U1", "C1", "<@UBOT> hello?")
+        text = await harness.reply_in("C1", ts)
+        assert text.startswith("You have used $0.00 of your $0.00 daily limit")
+        assert fake_mistral.requests == []
+    finally:
+        await harness.stop()
