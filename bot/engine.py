@@ -256,9 +256,15 @@ class Engine:
 
     async def forget(self, key: ConversationKey) -> int:
         """Delete the conversation's messages and its running summary (settings stay)."""
+        await self._memory_settled()
         self.pipeline.windows.forget(key)
         await self.set_setting(key, "memory", None)
         return await self.store.forget(str(key))
+
+    async def _memory_settled(self) -> None:
+        """Let summaries being written land first, so none writes deleted text back after."""
+        if self.pipeline.memory is not None:
+            await self.pipeline.memory.idle()
 
     def _drop_cached_text(self) -> None:
         """Deleted messages may sit in cached windows or memory summaries: drop them all."""
@@ -269,6 +275,7 @@ class Engine:
         """Delete every message the caller wrote on this platform, in every conversation,
         and their DM conversations with the bot (usage rows stay, anonymised)."""
         platform = call.key.platform
+        await self._memory_settled()
         count = await self.store.forget_user(platform, call.author.id)
         self._drop_cached_text()
         await self.audit(call, "forget", f"{count} messages on {platform}")

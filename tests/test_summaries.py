@@ -186,3 +186,26 @@ async def test_a_failed_memory_update_keeps_the_reply_and_the_old_summary(
     assert (await engine.conversation_settings(key())).memory is None
     summary_calls = [b for b in fake_mistral.requests if "tools" not in b]
     assert summary_calls  # it was tried, and failed
+
+
+async def test_reset_while_a_memory_update_is_under_way_leaves_no_summary(
+    make_engine, fake_mistral
+):
+    engine = await make_engine(context_tokens=1500)
+    for n in range(80):
+        await engine.record(
+            message(f"filler {n} with several words in it to take room", author=BOB)
+        )
+
+    def reply(body):
+        if body["messages"][0]["content"].startswith("Below is the running summary"):
+            return Reply("Bob posted filler.", chunks=["Bob", " posted", " some", " filler."])
+        return Reply("ok")
+
+    fake_mistral._default_reply = reply
+    fake_mistral.token_interval = 0.1  # the memory update takes longer than the answer
+    await collect(engine, message("question"))  # trims: a memory update starts
+    assert engine.pipeline.memory._tasks  # still under way
+    await engine.command(key(), ALICE, "reset", "", is_group=False)
+    await engine.pipeline.memory.idle()
+    assert (await engine.conversation_settings(key())).memory is None
