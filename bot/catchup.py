@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from bot.store import Scope, Store, StoredMessage
-from bot.tools import Links
+from bot.tools import Links, parse_link, started_thread
 from bot.types import ConversationKey
 
 DAY = 86_400.0
@@ -111,8 +111,7 @@ async def _exactly(
 
 
 async def _located(store: Store, scope: Scope, link: str, links: Links | None) -> StoredMessage:
-    url = re.sub(r"^<|>$|\|.*$", "", link.strip())
-    located = links.parse(url) if links is not None else None
+    located = parse_link(links, link)
     if located is None:
         raise SpanError("That is not a message link I can read here.")
     found = await store.locate(scope, *located)
@@ -126,14 +125,12 @@ async def _located(store: Store, scope: Scope, link: str, links: Links | None) -
 
 async def _linked(store: Store, scope: Scope, link: str, links: Links | None, now: float) -> Span:
     found = await _located(store, scope, link, links)
-    platform, space, channel, thread = found.conversation.split(":", 3)
-    if thread:
+    started = started_thread(found)  # located messages have a platform id: None means a reply
+    if started is None:
         return Span(await _exactly(store, scope, found.conversation, 0.0, now), "in that thread")
-    if found.platform_id:
-        started = f"{platform}:{space}:{channel}:{found.platform_id}"
-        replies = [r for r in await _exactly(store, scope, started, 0.0, now) if not r.copied]
-        if replies:
-            return Span([found, *replies], "in the thread of that message")
+    replies = [r for r in await _exactly(store, scope, started, 0.0, now) if not r.copied]
+    if replies:
+        return Span([found, *replies], "in the thread of that message")
     rows = await store.around(
         scope, found.conversation, message_id=found.id, before=AROUND, after=AROUND
     )

@@ -13,10 +13,11 @@ one line and reported to the model as a generic error. Neither ends the reply.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.store import PlaceInfo, Scope, Store
+from bot.store import PlaceInfo, Scope, Store, StoredMessage
 from bot.types import Message, Place
 
 
@@ -76,6 +77,22 @@ class Tool(Protocol):
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> str:
         """The result for the model; raise ToolError for a failure it should hear about."""
         ...
+
+
+def parse_link(links: Links | None, text: str) -> tuple[str, str] | None:
+    """(conversation key prefix, platform id) of a pasted message link, or None. Slack
+    wraps links as <url|text>; the wrapping goes first."""
+    url = re.sub(r"^<|>$|\|.*$", "", text.strip())
+    return links.parse(url) if links is not None else None
+
+
+def started_thread(message: StoredMessage) -> str | None:
+    """The conversation key of the thread a top-level message starts (its replies live
+    there whether or not it has any), or None for a message inside a thread."""
+    platform, space, channel, thread = message.conversation.split(":", 3)
+    if thread or not message.platform_id:
+        return None
+    return f"{platform}:{space}:{channel}:{message.platform_id}"
 
 
 def place_of(message: Message) -> PlaceInfo:

@@ -6,13 +6,12 @@ visibility is enforced; this module only shapes arguments and results.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.store import PlaceInfo, SearchQuery, StoredMessage
-from bot.tools import Tool, ToolContext, ToolError, ToolSpec
+from bot.tools import Tool, ToolContext, ToolError, ToolSpec, parse_link, started_thread
 
 QUOTED_MAX = 60  # characters of a query shown in the activity line
 TEXT_MAX = 600  # characters of one message shown to the model
@@ -218,18 +217,15 @@ class ReadMessages:
         return "\n".join(line(row, "", ctx, zone) for row in rows)
 
     async def _linked(self, link: str, limit: int, ctx: ToolContext) -> list[StoredMessage]:
-        url = re.sub(r"^<|>$|\|.*$", "", link.strip())  # Slack wraps links as <url|text>
-        located = ctx.links.parse(url) if ctx.links is not None else None
+        located = parse_link(ctx.links, link)
         if located is None:
             raise ToolError("that is not a message link of this platform")
         found = await ctx.store.locate(ctx.scope, *located)
         if found is None:
             return []
-        platform, space, channel, thread = found.conversation.split(":", 3)
-        if not thread and found.platform_id:  # a message may start a thread of its own
-            replies = await ctx.store.around(
-                ctx.scope, f"{platform}:{space}:{channel}:{found.platform_id}", before=limit - 1
-            )
+        thread = started_thread(found)
+        if thread is not None:
+            replies = await ctx.store.around(ctx.scope, thread, before=limit - 1)
             if replies:
                 return [found, *(r for r in replies if not r.copied)]
         half = limit // 2
