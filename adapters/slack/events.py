@@ -148,11 +148,9 @@ class Events:
 
     async def _answer(self, incoming: Incoming, key: ConversationKey, thread_ts: str) -> None:
         place = self.rt.place_for(incoming, thread_ts)
-        author, text, where, roles = await asyncio.gather(
-            self.rt.author(incoming.user),
+        (author, where, roles), text = await asyncio.gather(
+            self.rt.asker(incoming.user, incoming.channel, incoming.channel_type),
             self._text(incoming),
-            self.rt.channels.place(incoming.channel, incoming.channel_type),
-            self.rt.roles(incoming.user),
         )
         message = Message(
             key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ from adapters.slack.places import Channels
 from bot.delivery import Reply, Scheduler, deliver, say
 from bot.engine import Engine
 from bot.types import Author, ConversationKey, Message
+from bot.types import Place as Where
 
 log = logging.getLogger("teambot.slack")
 
@@ -124,6 +126,16 @@ class Runtime:
         lookup, cached)."""
         name = await self.names.get(user)
         return Author(user, name, platform_admin=await self.names.is_admin(user))
+
+    async def asker(
+        self, user: str, channel: str, channel_type: str = ""
+    ) -> tuple[Author, Where | None, tuple[str, ...]]:
+        """Who asks from where, as the engine's access rules and tools need it: the person
+        (name, admin flag), the channel's place, their user groups; looked up together."""
+        author, where, roles = await asyncio.gather(
+            self.author(user), self.channels.place(channel, channel_type), self.roles(user)
+        )
+        return author, where, roles
 
     async def roles(self, user: str) -> tuple[str, ...]:
         """The user groups `user` is in; asked of Slack only when TEAMBOT_ALLOWED_ROLES is

@@ -9,7 +9,6 @@ the shortcut could read from that channel.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -47,9 +46,7 @@ class Shortcuts:
             await self.rt.say(place, FAILED)
             return
         try:
-            author, where, roles = await asyncio.gather(
-                self.rt.author(user), self.rt.channels.place(channel), self.rt.roles(user)
-            )
+            author, where, roles = await self.rt.asker(user, channel)
             result = await self.rt.engine.command(
                 key,
                 author,

@@ -8,7 +8,6 @@ the DM) they were typed in.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -41,11 +40,7 @@ class Slash:
                 await self._ask(command, key, text, is_dm, respond)
                 return
             user = str(command.get("user_id") or "")
-            author, where, roles = await asyncio.gather(
-                self.rt.author(user),
-                self.rt.channels.place(channel, "im" if is_dm else ""),
-                self.rt.roles(user),
-            )
+            author, where, roles = await self.rt.asker(user, channel, "im" if is_dm else "")
             result = await self.rt.engine.command(
                 key,
                 author,
@@ -79,11 +74,7 @@ class Slash:
             await self._respond(respond, "Usage: `/ask <your question>`")
             return
         user = str(command.get("user_id") or "")
-        author, where, roles = await asyncio.gather(
-            self.rt.author(user),
-            self.rt.channels.place(channel_key.channel, "im" if is_dm else ""),
-            self.rt.roles(user),
-        )
+        author, where, roles = await self.rt.asker(user, channel_key.channel, "im" if is_dm else "")
         refused = self.rt.engine.refusal(
             channel_key,
             author,
