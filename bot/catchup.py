@@ -35,6 +35,10 @@ class SpanError(Exception):
     """The request names no span the asker can read; the message says why, in a sentence."""
 
 
+class NothingSaid(SpanError):
+    """The span is readable and empty; nothing to summarise (and no model call to make)."""
+
+
 @dataclass(frozen=True)
 class Span:
     rows: list[StoredMessage]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from bot import access, commands, tokens
 from bot.accounting import Accounts
-from bot.catchup import SpanError, find_span
+from bot.catchup import NothingSaid, SpanError, find_span
 from bot.config import Settings
 from bot.digests import Digests, Poster
 from bot.limits import Limits
@@ -152,9 +152,12 @@ class Engine:
         """The digest of the day up to `now` for channel `key`, or None after a quiet day."""
         author = Author("digest", "daily digest")
         call = commands.Call(self, key, author, "1d", True, Place(key.channel))
-        text = await self.summarize(call, now)
-        if text.startswith("Nothing was said"):
+        try:
+            text = await self._summary(call, now)
+        except NothingSaid:
             return None
+        except (SpanError, SummaryFailed) as error:
+            text = str(error)
         return f"**Daily digest**\n\n{text}"
 
     def tool_names(self) -> list[str]:
@@ -352,32 +355,34 @@ class Engine:
         return await commands.REGISTRY.run(name, call)
 
     async def summarize(self, call: commands.Call, now: float | None = None) -> str:
+        try:
+            return await self._summary(call, now)
+        except (SpanError, SummaryFailed) as error:
+            return str(error)
+
+    async def _summary(self, call: commands.Call, now: float | None) -> str:
+        """The summary `call` asks for, with its footer; raises NothingSaid for an empty
+        span, SpanError for one the caller cannot read, SummaryFailed."""
         key = call.key
         place = call.place or Place(key.channel)
         scope = Scope(key.platform, f"{key.platform}:{key.space}:{place.id}", call.spaces)
         links = self.pipeline.links.get(key.platform)
-        try:
-            span = await find_span(self.store, scope, key, call.author.id, call.args, links, now)
-        except SpanError as error:
-            return str(error)
+        span = await find_span(self.store, scope, key, call.author.id, call.args, links, now)
         if not span.rows:
-            return f"Nothing was said {span.what}."
+            raise NothingSaid(f"Nothing was said {span.what}.")
 
         def link(row: StoredMessage) -> str | None:
             if links is None or not row.platform_id:
                 return None
             return links.permalink(row.conversation, row.platform_id)
 
-        try:
-            summary = await self.summarizer.span(
-                span.rows,
-                key=key,
-                user_id=call.author.id,
-                timezone=self.settings.timezone,
-                link=link,
-            )
-        except SummaryFailed as error:
-            return str(error)
+        summary = await self.summarizer.span(
+            span.rows,
+            key=key,
+            user_id=call.author.id,
+            timezone=self.settings.timezone,
+            link=link,
+        )
         return f"{summary.text}\n\n{footer(span.what, span.rows, summary, self.settings.timezone)}"
 
     def answers_privately(
