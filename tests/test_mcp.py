@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from mcp import types
 
+from bot.config import load_settings
 from bot.errors import ConfigError
 from bot.tools import Tool, ToolError
 from bot.tools.mcp_servers import (
@@ -24,7 +25,6 @@ from bot.tools.mcp_servers import (
     McpServers,
     ServerConfig,
     load_servers,
-    load_servers_from_env,
     offered_name,
     result_text,
 )
@@ -150,10 +150,10 @@ def test_load_servers_rejects_bad_files(tmp_path: Path, content: str | None, exp
     assert "\n" not in str(caught.value)
 
 
-def test_load_servers_from_env(tmp_path: Path) -> None:
+def test_the_settings_read_the_servers_of_teambot_mcp_config(tmp_path: Path) -> None:
     path = write_config(tmp_path, {"a": {"command": "x"}})
-    assert load_servers_from_env({}) == []
-    [config] = load_servers_from_env({"TEAMBOT_MCP_CONFIG": str(path)})
+    assert load_settings({}).mcp_servers == ()
+    [config] = load_settings({"TEAMBOT_MCP_CONFIG": str(path)}).mcp_servers
     assert config.command == "x"
 
 

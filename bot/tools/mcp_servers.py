@@ -52,7 +52,6 @@ __all__ = [
     "ServerConfig",
     "ServerStatus",
     "load_servers",
-    "load_servers_from_env",
 ]
 
 CONFIG_VARIABLE = "TEAMBOT_MCP_CONFIG"
@@ -103,12 +102,6 @@ class ServerConfig:
         if "?" in self.url:
             values.append(self.url.split("?", 1)[1])
         return [value for value in values if len(value) >= 4]
-
-
-def load_servers_from_env(env: Mapping[str, str]) -> list[ServerConfig]:
-    """The servers of the file named by TEAMBOT_MCP_CONFIG (none when it is unset)."""
-    path = env.get(CONFIG_VARIABLE, "").strip()
-    return load_servers(Path(path).expanduser()) if path else []
 
 
 def load_servers(path: str | Path) -> list[ServerConfig]:
