@@ -127,7 +127,7 @@ class Summarizer:
             max_tokens=max_tokens,
         )
         grant = None
-        if self.limits is not None:
+        if self.limits is not None and await self.limits.active():  # else no count needed
             prompt = await tokens.count_async(guide + body)
             grant = await self.limits.grant(key, user_id, prompt, max_tokens, False)
             if grant.refusal:
