@@ -29,13 +29,12 @@ from bot.store import (
     AuditEntry,
     NewMessage,
     PlaceInfo,
-    Scope,
     Store,
     StoredMessage,
     UsageTotals,
 )
 from bot.summaries import Summarizer, SummaryFailed, footer
-from bot.tools import Links, place_of
+from bot.tools import Links, place_info, place_of, scope_for
 from bot.tools.builtin import BUILTINS
 from bot.tools.loop import Toolbox, ToolSource
 from bot.types import (
@@ -227,7 +226,7 @@ class Engine:
 
     async def place_changed(self, key: ConversationKey, place: Place) -> None:
         """A channel's name or visibility changed (the platform said so, unasked)."""
-        info = PlaceInfo(f"{key.platform}:{key.space}:{place.id}", place.name, place.visibility)
+        info = place_info(key, place)
         await self.store.note_place(str(key), info)
         self._places[key] = info
 
@@ -364,8 +363,7 @@ class Engine:
         """The summary `call` asks for, with its footer; raises NothingSaid for an empty
         span, SpanError for one the caller cannot read, SummaryFailed."""
         key = call.key
-        place = call.place or Place(key.channel)
-        scope = Scope(key.platform, f"{key.platform}:{key.space}:{place.id}", call.spaces)
+        scope = scope_for(key, call.place, call.spaces)
         links = self.pipeline.links.get(key.platform)
         span = await find_span(self.store, scope, key, call.author.id, call.args, links, now)
         if not span.rows:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.store import PlaceInfo, Scope, Store, StoredMessage
-from bot.types import Message, Place
+from bot.types import ConversationKey, Message, Place
 
 
 class ToolError(Exception):
@@ -95,15 +95,23 @@ def started_thread(message: StoredMessage) -> str | None:
     return f"{platform}:{space}:{channel}:{message.platform_id}"
 
 
-def place_of(message: Message) -> PlaceInfo:
-    """The place a message's conversation lives in; a conversation whose adapter could
-    not tell is a private place of its own channel (readable only from there)."""
-    key = message.key
-    place = message.place or Place(key.channel)
+def place_info(key: ConversationKey, place: Place | None) -> PlaceInfo:
+    """The place conversation `key` lives in, as the store keeps it; a conversation whose
+    adapter could not tell is a private place of its own channel (readable only there)."""
+    place = place or Place(key.channel)
     return PlaceInfo(f"{key.platform}:{key.space}:{place.id}", place.name, place.visibility)
 
 
+def scope_for(key: ConversationKey, place: Place | None, spaces: tuple[str, ...]) -> Scope:
+    """What someone asking in `key` (at `place`, reading the public channels of `spaces`,
+    by default the key's own space) may read through tools, searches and summaries."""
+    return Scope(key.platform, place_info(key, place).key, spaces or (key.space,))
+
+
+def place_of(message: Message) -> PlaceInfo:
+    return place_info(message.key, message.place)
+
+
 def scope_of(message: Message) -> Scope:
-    """What the author of `message` may read through tools."""
-    key = message.key
-    return Scope(key.platform, place_of(message).key, message.spaces or (key.space,))
+    """What the author of `message` may read."""
+    return scope_for(message.key, message.place, message.spaces)
