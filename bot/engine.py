@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Any
 
 from bot import access, commands, tokens
 from bot.accounting import Accounts
@@ -66,14 +66,6 @@ def parse_think(text: str, override: bool | None) -> tuple[str, bool | None]:
     return text, override
 
 
-@dataclass
-class _Turn:
-    """A FIFO lock for one conversation plus how many replies are waiting on it."""
-
-    lock: asyncio.Lock
-    users: int = 0
-
-
 class Engine:
     def __init__(
         self,
@@ -102,12 +94,15 @@ class Engine:
         # The place each conversation was last filed under by this process: a write is
         # needed only when it changes (the store holds the truth, this only saves writes).
         self._places: dict[ConversationKey, PlaceInfo] = {}
-        self._turns: dict[ConversationKey, _Turn] = {}
+        # Replies of this process per conversation, in flight or queued (the order across
+        # processes is the store's `cluster.turn`; this only says whether to prefetch).
+        self._busy: dict[ConversationKey, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._settings: dict[ConversationKey, ConversationSettings] = {}
 
     async def start(self) -> None:
+        self.store.cluster.on_change(self._changed_elsewhere)
         for source in self.pipeline.toolbox.sources:
             source.start()
         await self.accounts.load()
@@ -131,6 +126,7 @@ class Engine:
     async def set_spend_limit(self, call: commands.Call, scope: str, amount: float | None) -> None:
         await self.store.set_spend_limit(scope, amount)
         self.limits.overrides_changed()
+        await self.store.cluster.publish("limits")
         shown = "off" if amount is None else f"{amount:.2f}"
         await self.audit(call, "limits", f"{scope} = {shown}")
 
@@ -237,13 +233,20 @@ class Engine:
             self._places[message.key] = place
 
     async def edit(self, key: ConversationKey, message_id: str, text: str) -> bool:
-        self.pipeline.windows.forget(key)
         count = await tokens.count_async(text)
-        return await self.store.update_message(str(key), message_id, text, count)
+        changed = await self.store.update_message(str(key), message_id, text, count)
+        await self._window_changed(key)
+        return changed
 
     async def delete(self, key: ConversationKey, message_id: str) -> bool:
+        deleted = await self.store.delete_message(str(key), message_id)
+        await self._window_changed(key)
+        return deleted
+
+    async def _window_changed(self, key: ConversationKey) -> None:
+        """Rows of `key` changed in place: no process may go on with its cached window."""
         self.pipeline.windows.forget(key)
-        return await self.store.delete_message(str(key), message_id)
+        await self.store.cluster.publish("window", str(key))
 
     async def has_answered(self, key: ConversationKey) -> bool:
         """Whether the bot has answered in this conversation (ever, not just since start)."""
@@ -259,9 +262,10 @@ class Engine:
     async def forget(self, key: ConversationKey) -> int:
         """Delete the conversation's messages and its running summary (settings stay)."""
         await self._memory_settled()
-        self.pipeline.windows.forget(key)
         await self.set_setting(key, "memory", None)
-        return await self.store.forget(str(key))
+        count = await self.store.forget(str(key))
+        await self._window_changed(key)
+        return count
 
     async def _memory_settled(self) -> None:
         """Let summaries being written land first, so none writes deleted text back after."""
@@ -272,6 +276,25 @@ class Engine:
         """Deleted messages may sit in cached windows or memory summaries: drop them all."""
         self.pipeline.windows = Windows(self.store, self.pipeline.windows.size)
         self._settings.clear()
+        self._spawn(self.store.cluster.publish("texts"))
+
+    def _changed_elsewhere(self, topic: str, key: str) -> None:
+        """Another process changed `topic` (see bot.cluster.OnChange): drop what it touched."""
+        if topic in ("texts", "*"):
+            self.pipeline.windows = Windows(self.store, self.pipeline.windows.size)
+            self._settings.clear()
+        if topic in ("limits", "*"):
+            self.limits.overrides_changed()
+        if topic == "settings":
+            for cached in [k for k in self._settings if str(k) == key]:
+                del self._settings[cached]
+        if topic == "window":
+            self.pipeline.windows.forget_conversation(key)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def forget_user(self, call: commands.Call) -> int:
         """Delete every message the caller wrote on this platform, in every conversation,
@@ -302,11 +325,13 @@ class Engine:
             raise ValueError(f"no conversation setting {name!r}")
         self._settings.pop(key, None)
         await self.store.set_setting(str(key), name, value)
+        await self.store.cluster.publish("settings", str(key))
 
     async def seed(self, source: ConversationKey, target: ConversationKey, limit: int = 20) -> int:
         """Start an empty conversation with the newest messages of another one."""
-        self.pipeline.windows.forget(target)
-        return await self.store.seed(str(source), str(target), limit)
+        count = await self.store.seed(str(source), str(target), limit)
+        await self._window_changed(target)
+        return count
 
     async def inherit_settings(self, source: ConversationKey, target: ConversationKey) -> None:
         """Give `target` the settings of `source` unless it has its own already."""
@@ -473,7 +498,7 @@ class Engine:
             self.store.add_question(f"answer:{key}:{message.id}", question)
         )
         noted = self._note_place(message)
-        if key in self._turns:
+        if key in self._busy:
             row, _ = await asyncio.gather(claim, noted)
             if row is not None:
                 self.pipeline.windows.saw_question(key, row)
@@ -486,13 +511,7 @@ class Engine:
             return row, None
         return row, (window, settings)
 
-    # One reply at a time per conversation
-
-    def _turn_for(self, key: ConversationKey) -> _Turn:
-        turn = self._turns.get(key)
-        if turn is None:
-            turn = self._turns[key] = _Turn(asyncio.Lock())
-        return turn
+    # One reply at a time per conversation, in every process
 
     async def _answer(
         self,
@@ -503,12 +522,11 @@ class Engine:
         ready: Prepared | None,
     ) -> None:
         key = message.key
-        turn = self._turn_for(key)
-        turn.users += 1
-        if turn.users > 1:
-            ready = None  # an earlier reply goes first and changes the window
+        self._busy[key] = self._busy.get(key, 0) + 1
         try:
-            async with turn.lock:
+            async with self.store.cluster.turn(str(key), row.id) as waited:
+                if waited:
+                    ready = None  # an earlier reply went first and changed the window
                 await self.pipeline.run(message, row, reasoning, emit, ready)
         except asyncio.CancelledError:
             emit(ReplyFailed(SHUTTING_DOWN))  # cancelled while still waiting for its turn
@@ -517,9 +535,9 @@ class Engine:
             log.exception("reply to %s in %s failed", message.id, key)
             emit(ReplyFailed(BUG))
         finally:
-            turn.users -= 1
-            if not turn.users:
-                self._turns.pop(key, None)
+            self._busy[key] -= 1
+            if not self._busy[key]:
+                del self._busy[key]
 
 
 async def _new_row(message: Message, text: str) -> NewMessage:

@@ -206,6 +206,7 @@ class ReplyPipeline:
                 self.memory.moved(message.key, turn.settings.memory, window.start, new_start)
             window.trim(new_start)
             await self.store.set_window_start(str(message.key), new_start)
+            await self.store.cluster.publish("window", str(message.key))
             cut = window.upto(row.position)
             total = fixed + window.tokens - sum(m.tokens for m in window.rows[cut:])
         if total > budget:

@@ -99,6 +99,11 @@ class Windows:
         """Drop a cached window whose rows changed in place (edits, deletes, resets)."""
         self._cached.pop(key, None)
 
+    def forget_conversation(self, conversation: str) -> None:
+        """`forget`, by the conversation's stored name (as other processes announce it)."""
+        for key in [key for key in self._cached if str(key) == conversation]:
+            del self._cached[key]
+
     def saw_question(self, key: ConversationKey, row: StoredMessage) -> None:
         """A question stored over a row the window may hold already (it was context first)."""
         cached = self._cached.get(key)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bot.cluster import Cluster
 from bot.types import AttachmentMeta
 
 # The `messages` columns a new message fills, in `NewMessage.values()` order.
@@ -271,6 +272,9 @@ class AuditEntry:
 
 
 class Store(Protocol):
+    # Turns and change news shared by every process on this store (see bot/cluster.py).
+    cluster: Cluster
+
     async def add_message(self, message: NewMessage) -> int | None:
         """Insert; return the new id, or None when (conversation, platform_id) exists."""
         ...

@@ -15,6 +15,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from bot.cluster import Cluster, LocalCluster
 from bot.store import (
     INSERT_COLUMNS,
     AuditEntry,
@@ -30,6 +31,7 @@ from bot.store import (
     UsageRow,
     UsageTotals,
 )
+from bot.store.pg_cluster import ADD_TURN, TURN_LOCK, TURNS_MIGRATION, PostgresCluster
 from bot.store.search import (
     CANDIDATES,
     FORGOTTEN,
@@ -197,6 +199,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         DROP INDEX idx_usage_time;
         """,
     ),
+    ("m007_turns", TURNS_MIGRATION),  # bot/store/pg_cluster.py
 ]
 EVENT_TTL_SECONDS = 7 * 24 * 3600
 # `span` names up to this many conversations to the planner (see `PostgresStore.span`).
@@ -215,6 +218,8 @@ SEARCH_SETTINGS = (
 class PostgresStore:
     def __init__(self, pool: AsyncConnectionPool[AsyncConnection[dict[str, Any]]]) -> None:
         self.pool = pool
+        self.cluster: Cluster = LocalCluster()  # until `open` has the shared one running
+        self._shared: PostgresCluster | None = None
 
     @classmethod
     async def open(cls, url: str, *, schema: str = "") -> PostgresStore:
@@ -241,6 +246,9 @@ class PostgresStore:
         await pool.open(wait=True, timeout=10)
         store = cls(pool)
         await store._migrate()
+        cluster = PostgresCluster(url, pool, schema)
+        await cluster.start()
+        store.cluster = store._shared = cluster
         return store
 
     async def _migrate(self) -> None:
@@ -284,6 +292,9 @@ class PostgresStore:
 
     async def add_question(self, event_key: str, message: NewMessage) -> StoredMessage | None:
         async with self.pool.connection() as conn, conn.transaction():
+            # First, so the conversation's questions are stored, and take their turns,
+            # one transaction at a time across processes (see bot/store/pg_cluster.py).
+            await conn.execute(TURN_LOCK, [message.conversation])
             if not await self._claim(conn, event_key):
                 return None
             row_id = await self._insert(conn, message)
@@ -305,6 +316,8 @@ class PostgresStore:
                 )
             row = await cursor.fetchone()
             assert row is not None
+            owner = self._shared.owner if self._shared else 0
+            await conn.execute(ADD_TURN, [message.conversation, row["id"], owner, time.time()])
             return StoredMessage.from_row(row)
 
     @staticmethod
@@ -1052,4 +1065,5 @@ class PostgresStore:
         return [StoredMessage.from_row(row) for row in reversed(rows)]
 
     async def aclose(self) -> None:
+        await self.cluster.aclose()
         await self.pool.close()

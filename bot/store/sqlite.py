@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from bot.cluster import Cluster, LocalCluster
 from bot.store import (
     INSERT_COLUMNS,
     AuditEntry,
@@ -289,6 +290,7 @@ class SQLiteStore:
         self.path = path
         self._worker = SerialWorker("teambot-sqlite")
         self._db: Database | None = None
+        self.cluster: Cluster = LocalCluster()  # one process per SQLite file
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
