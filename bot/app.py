@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot import tokens
+from bot import metrics, tokens
 from bot.config import Settings, environment, load_settings
 from bot.engine import Engine
+from bot.providers import model_client
 from bot.tools.loop import ToolSource
 
 PLATFORMS = ("adapters.discord.settings", "adapters.slack.settings")
@@ -25,6 +26,11 @@ class PlatformAdapter(Protocol):
     async def run(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether it is connected to its platform now (for /healthz)."""
+        ...
 
 
 class Platform(Protocol):
@@ -50,7 +56,7 @@ class Config:
     platforms: dict[str, tuple[Platform, Any]] = field(default_factory=dict)
 
     def secrets(self) -> list[str]:
-        values = [self.core.mistral_api_key]
+        values = [self.core.mistral_api_key, self.core.api_key, self.core.puter_auth_token]
         for platform, settings in self.platforms.values():
             values += platform.secrets(settings)
         return [v for v in values if v]
@@ -85,23 +91,19 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 
 
 async def open_engine(settings: Settings) -> Engine:
-    """The production engine: the configured store, the Mistral client, Tekken loaded."""
-    from bot.mistral import MistralClient
+    """The production engine: the configured store, the provider's client, Tekken loaded."""
     from bot.store import open_store
 
     store = await open_store(settings.database_url)
-    model = MistralClient(
-        api_key=settings.mistral_api_key,
-        base_url=settings.mistral_base_url,
-        model=settings.model,
-    )
+    model = model_client(settings)
     await asyncio.to_thread(tokens.load)
     sources: list[ToolSource] = []
     if settings.mcp_servers and settings.tools:
         from bot.tools.mcp_servers import McpServers
 
         sources.append(McpServers(list(settings.mcp_servers)))
-    engine = Engine(settings, store, model, tool_sources=sources)
+    timed = metrics.TimedModel(model) if settings.metrics_port else model  # latency, errors
+    engine = Engine(settings, store, timed, tool_sources=sources)
     await engine.start()
     return engine
 

@@ -11,11 +11,13 @@ import signal
 import sys
 import time
 
-from bot import __version__, logs
+from bot import __version__, logs, metrics
 from bot.app import Config, adapters, load_config, open_engine
-from bot.config import Settings
+from bot.config import Settings, environment, require_model_credentials
 from bot.errors import ConfigError, ModelError
+from bot.providers import endpoint, model_client, provider_report
 from bot.store import AuditEntry, Store, UsageTotals
+from bot.text import usd
 
 log = logging.getLogger("teambot")
 
@@ -26,6 +28,7 @@ NO_PLATFORM = (
 )
 SHUTDOWN_GRACE = 6.0  # in-flight replies get this long; adapters 2 s more; all within 10 s
 ADAPTER_CLOSE_TIMEOUT = 2.0
+CHECK_TIMEOUT = 5.0  # seconds for `teambot check`'s one model request
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--days", type=_days, default=30, help="how far back (default 30)")
     manifest = sub.add_parser("manifest", help="print a platform's app manifest")
     manifest.add_argument("platform", choices=["slack"], help="the platform (slack)")
+    migrate = sub.add_parser("migrate", help="copy the SQLite database into PostgreSQL")
+    migrate.add_argument("--to", required=True, help="the target, postgresql://...")
     return parser
 
 
@@ -78,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return _manifest(args.platform)
     try:
         config = load_config()
-        if args.command in ("run", "chat", "check") and not config.core.mistral_api_key:
-            raise ConfigError("MISTRAL_API_KEY", "your Mistral API key is required")
+        if args.command in ("run", "chat", "check"):
+            require_model_credentials(config.core)
     except ConfigError as exc:
         print(f"teambot: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -90,11 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "usage":
             return asyncio.run(_usage(config.core, args.days))
+        if args.command == "migrate":
+            from bot import migrate
+
+            return asyncio.run(migrate.main(config.core.database_url, args.to))
         if args.command in ("export", "forget", "audit"):
             return asyncio.run(_people(config.core, args))
         if args.command == "check":
             return asyncio.run(_check(config))
         return asyncio.run(_run(config) if args.command == "run" else _chat(config.core))
+    except ConfigError as exc:  # found only when used: DATABASE_URL, a refused token
+        print(f"teambot: configuration error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
@@ -108,6 +120,7 @@ def _manifest(platform: str) -> int:
 
 
 async def _run(config: Config) -> int:
+    logs.setup(config.core.log_level, config.secrets(), config.core.log_format)
     engine = await open_engine(config.core)
     platforms = adapters(engine, config)
     stop = asyncio.Event()
@@ -115,11 +128,14 @@ async def _run(config: Config) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(adapter.run()) for adapter in platforms]
+    tasks += metrics.serving(config.core.metrics_port, platforms, engine.store)
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
     crashed = [t for t in done if t is not stopper and t.exception() is not None]
+    refused = next((e for t in crashed if isinstance(e := t.exception(), ConfigError)), None)
     for task in crashed:
-        log.error("an adapter stopped: %s", task.exception())
+        if task.exception() is not refused:
+            log.error("an adapter stopped: %s", task.exception())
     log.info("shutting down: finishing in-flight replies")
     await engine.shutdown(grace=SHUTDOWN_GRACE)
     for adapter in platforms:
@@ -129,12 +145,17 @@ async def _run(config: Config) -> int:
         task.cancel()
     await asyncio.gather(*tasks, stopper, return_exceptions=True)
     await engine.aclose()
+    if refused is not None:
+        raise refused  # a token the platform refused at start-up: one line, exit 2 (main)
     return 1 if crashed else 0
 
 
 async def _chat(settings: Settings) -> int:
     from adapters.console import ConsoleAdapter
 
+    if sys.stdin.isatty() and "TEAMBOT_LOG_LEVEL" not in environment():
+        # The conversation shares the terminal with stderr: only what needs attention.
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     engine = await open_engine(settings)
     try:
         await ConsoleAdapter(engine).run()
@@ -144,27 +165,25 @@ async def _chat(settings: Settings) -> int:
 
 
 async def _check(config: Config) -> int:
-    from bot.mistral import MistralClient
     from bot.store import open_store
 
     settings = config.core
     ok = True
     print(f"✓ configuration: model {settings.model}, context budget {settings.context_tokens:,}")
+    store = await open_store(settings.database_url)  # ConfigError: one line, exit 2
+    await store.aclose()
+    print(f"✓ store: {settings.database_url}")
+    # One attempt with a short timeout: a model that is down is reported in seconds.
+    client = model_client(settings, connect_timeout=CHECK_TIMEOUT)
     try:
-        store = await open_store(settings.database_url)
-        await store.aclose()
-        print(f"✓ store: {settings.database_url}")
-    except Exception as exc:
-        ok = False
-        print(f"✗ store: {settings.database_url}: {exc}")
-    client = MistralClient(settings.mistral_api_key, settings.mistral_base_url, settings.model)
-    try:
-        print(f"✓ model: {await client.check()}")
+        print(f"✓ model: {await client.check(retry=False, within=CHECK_TIMEOUT)}")
     except ModelError as exc:
         ok = False
-        print(f"✗ model: {exc.user_message} ({exc})")
+        print(f"✗ model at {endpoint(settings)}: {exc.user_message} ({exc})")
     finally:
         await client.aclose()
+    for line in provider_report(settings, client):
+        print(line)
     for name, state in config.status().items():
         print(f"{'✓' if 'not' not in state else '-'} {name}: {state}")
     if settings.mcp_servers:
@@ -195,7 +214,8 @@ async def _check_mcp(settings: Settings) -> bool:
 def _usage_line(day: str, platform: str, user: str, totals: UsageTotals) -> str:
     return (
         f"{day:<10}  {platform:<8}  {user[:22]:<22}  {totals.calls:>7,}  "
-        f"{totals.prompt_tokens:>10,}  {totals.completion_tokens:>9,}  {totals.cost_usd:>9.4f}"
+        f"{totals.prompt_tokens:>10,}  {totals.cached_share:>7.0%}  "
+        f"{totals.completion_tokens:>9,}  {usd(totals.cost_usd):>9}"
     )
 
 
@@ -209,7 +229,7 @@ async def _usage(settings: Settings, days: int) -> int:
         await store.aclose()
     header = (
         f"{'day':<10}  {'platform':<8}  {'user':<22}  {'calls':>7}  "
-        f"{'in':>10}  {'out':>9}  {'cost $':>9}"
+        f"{'in':>10}  {'cached':>7}  {'out':>9}  {'cost $':>9}"
     )
     rule = "-" * len(header)
     print(header, rule, sep="\n")
@@ -220,6 +240,7 @@ async def _usage(settings: Settings, days: int) -> int:
         sum(r.totals.prompt_tokens for r in rows),
         sum(r.totals.completion_tokens for r in rows),
         sum(r.totals.cost_usd for r in rows),
+        sum(r.totals.cached_tokens for r in rows),
     )
     print(rule, _usage_line("total", "", f"last {days} days", total), sep="\n")
     return 0

@@ -64,6 +64,26 @@ class Settings:
     admins_unlimited: bool = False
     # What it keeps: message text older than this many days is deleted (None: kept).
     retention_days: int | None = None
+    # Which API answers (bot/app.py `model_client`): "mistral", "openai" (any
+    # OpenAI-compatible server) or "puter"; and what its tokens cost, in US dollars per
+    # million (defaults: Mistral Small 4's list prices; cached = 10% of input).
+    provider: str = "mistral"
+    api_base_url: str = ""  # TEAMBOT_API_BASE_URL, for "openai"
+    api_key: str = ""  # TEAMBOT_API_KEY, optional for local servers
+    api_flavor: str = "auto"  # TEAMBOT_API_FLAVOR: how that server takes reasoning
+    puter_auth_token: str = ""
+    puter_api_url: str = "https://api.puter.com"
+    price_input: float = 0.15
+    price_output: float = 0.60
+    price_cached: float = 0.015
+    # Attached documents and voice messages (bot/documents.py, bot/audio.py).
+    ocr: bool = True  # False: PDFs are read locally (pypdf); no file leaves for OCR
+    doc_tokens: int = 20_000  # document text inlined per message
+    doc_pages: int = 50  # pages read per file
+    audio_seconds: int = 600  # longest voice message or audio file transcribed
+    # Operations: the /metrics and /healthz port (None: off) and the log line format.
+    metrics_port: int | None = None
+    log_format: str = "text"  # or "json": one JSON object per line
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -147,6 +167,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         **_tool_settings(env),
         **_control_settings(env),
+        **_provider_settings(env),
+        **_file_settings(env),
+        **_ops_settings(env),
         mistral_api_key=env.get("MISTRAL_API_KEY", "").strip(),
         mistral_base_url=url(env, "MISTRAL_BASE_URL", "https://api.mistral.ai/v1").rstrip("/"),
         model=model,
@@ -244,4 +267,83 @@ def _tool_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "timezone": timezone,
         "mcp_config": mcp_config,
         "mcp_servers": servers,
+    }
+
+
+def _file_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """How attached documents and voice messages are read (TEAMBOT_OCR, TEAMBOT_DOC_*...)."""
+    return {
+        "ocr": flag(env, "TEAMBOT_OCR", True),
+        "doc_tokens": integer(env, "TEAMBOT_DOC_TOKENS", 20_000, 100, MODEL_CONTEXT_WINDOW),
+        "doc_pages": integer(env, "TEAMBOT_DOC_PAGES", 50, 1, 1000),
+        "audio_seconds": integer(env, "TEAMBOT_AUDIO_SECONDS", 600, 1, 3 * 3600),
+    }
+
+
+PROVIDERS = ("mistral", "openai", "puter")
+API_FLAVORS = ("auto", "vllm", "sglang", "llamacpp", "openrouter", "openai")
+
+
+def price(env: Mapping[str, str], name: str, default: float) -> float:
+    """US dollars per million tokens; 0 for a server that costs nothing per token."""
+    raw = env.get(name, "").strip().removeprefix("$")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e6:  # also rejects nan and inf
+        raise ConfigError(name, f"US dollars per million tokens such as 0.15, or 0 (got {raw!r})")
+    return value
+
+
+def _provider_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    provider = env.get("TEAMBOT_PROVIDER", "").strip().lower() or "mistral"
+    if provider not in PROVIDERS:
+        raise ConfigError("TEAMBOT_PROVIDER", f"mistral, openai or puter (got {provider!r})")
+    flavor = env.get("TEAMBOT_API_FLAVOR", "").strip().lower() or "auto"
+    if flavor not in API_FLAVORS:
+        raise ConfigError("TEAMBOT_API_FLAVOR", f"one of {', '.join(API_FLAVORS)} (got {flavor!r})")
+    base = env.get("TEAMBOT_API_BASE_URL", "").strip()
+    if provider == "openai" and not base:
+        raise ConfigError(
+            "TEAMBOT_API_BASE_URL",
+            "the OpenAI-compatible server's base URL, e.g. http://127.0.0.1:8000/v1, "
+            "is required with TEAMBOT_PROVIDER=openai",
+        )
+    return {
+        "provider": provider,
+        "api_base_url": url(env, "TEAMBOT_API_BASE_URL", "").rstrip("/") if base else "",
+        "api_key": env.get("TEAMBOT_API_KEY", "").strip(),
+        "api_flavor": flavor,
+        "puter_auth_token": env.get("PUTER_AUTH_TOKEN", "").strip(),
+        "puter_api_url": url(env, "PUTER_API_URL", "https://api.puter.com").rstrip("/"),
+        "price_input": price(env, "TEAMBOT_PRICE_INPUT", 0.15),
+        "price_output": price(env, "TEAMBOT_PRICE_OUTPUT", 0.60),
+        "price_cached": price(env, "TEAMBOT_PRICE_CACHED", 0.015),
+    }
+
+
+def require_model_credentials(settings: Settings) -> None:
+    """Raise ConfigError naming what the configured provider still needs to answer."""
+    if settings.provider == "mistral" and not settings.mistral_api_key:
+        raise ConfigError("MISTRAL_API_KEY", "your Mistral API key is required")
+    if settings.provider == "puter" and not settings.puter_auth_token:
+        raise ConfigError(
+            "PUTER_AUTH_TOKEN", "a Puter auth token is required with TEAMBOT_PROVIDER=puter"
+        )
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def _ops_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """How the bot is watched: TEAMBOT_METRICS_PORT and TEAMBOT_LOG_FORMAT."""
+    log_format = env.get("TEAMBOT_LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in LOG_FORMATS:
+        raise ConfigError("TEAMBOT_LOG_FORMAT", f"text or json (got {log_format!r})")
+    return {
+        "metrics_port": optional_integer(env, "TEAMBOT_METRICS_PORT", 1, 65535),
+        "log_format": log_format,
     }

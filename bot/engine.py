@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 from bot import access, commands, tokens
-from bot.accounting import Accounts
+from bot.accounting import Accounts, prices_of
 from bot.catchup import NothingSaid, SpanError, find_span
 from bot.config import Settings
 from bot.digests import Digests, Poster
@@ -78,7 +78,7 @@ class Engine:
         self.settings = settings
         self.store = store
         self.model = model
-        self.accounts = Accounts(store, model.model)
+        self.accounts = Accounts(store, model.model, prices_of(settings))
         self.pipeline = ReplyPipeline(
             settings, store, model, self.accounts, self.conversation_settings
         )

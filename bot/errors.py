@@ -2,6 +2,8 @@
 
     TeambotError
     ├── ConfigError            bad or missing configuration (exit code 2)
+    ├── PlatformRefused        a chat platform refused a request for good (logged, not raised on)
+    │   └── CredentialRefused  ... because it refused the bot's token itself
     └── ModelError             the model call failed; `user_message` is safe to show
         ├── SpendLimitReached  a spending limit leaves no room (not an API error at all)
         ├── ModelAuthError     401/403: key missing, wrong, or not allowed this model
@@ -15,6 +17,9 @@ Anything else escaping the engine is a bug and is logged with its traceback.
 """
 
 from __future__ import annotations
+
+import time
+from typing import ClassVar
 
 
 class TeambotError(Exception):
@@ -31,6 +36,53 @@ class ConfigError(TeambotError):
         super().__init__(f"{variable}: {accepts}")
         self.variable = variable
         self.accepts = accepts
+
+
+class PlatformRefused(TeambotError):
+    """A chat platform refused a request and will refuse it again: the bot is not in
+    the channel, may not post there, the channel is archived or gone, the message is
+    too long even when split. Adapters raise it with the platform's own error `code`
+    ("not_in_channel", "50013"); `str(error)` is one line for the log.
+    """
+
+    def __init__(
+        self, code: str, *, platform: str = "", channel: str = "", detail: str = ""
+    ) -> None:
+        where = f" in {channel}" if channel else ""
+        by = f"{platform} refused" if platform else "refused"
+        super().__init__(f"{by}{where}: {code}" + (f" ({detail})" if detail else ""))
+        self.code = code
+        self.platform = platform
+        self.channel = channel
+        self.detail = detail
+
+    def line(self, action: str) -> str:
+        """One log line: who refused what, where, with the platform's code."""
+        where = f" in {self.channel}" if self.channel else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.platform or 'the platform'} refused {action}{where}: {self.code}{detail}"
+
+
+class CredentialRefused(PlatformRefused):
+    """The platform refused the bot's credential itself (revoked, invalid, deactivated):
+    nothing works until an admin fixes `variable`, so it is worth one warning a minute,
+    not one per message (see `due`)."""
+
+    WARN_EVERY_S = 60.0
+    _warned: ClassVar[dict[str, float]] = {}
+
+    def __init__(self, code: str, *, platform: str, variable: str, channel: str = "") -> None:
+        super().__init__(code, platform=platform, channel=channel, detail=f"check {variable}")
+        self.variable = variable
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether to warn about this credential now (at most once a minute each)."""
+        now = time.monotonic() if now is None else now
+        last = self._warned.get(self.variable)
+        if last is not None and now - last < self.WARN_EVERY_S:
+            return False
+        self._warned[self.variable] = now
+        return True
 
 
 class ModelError(TeambotError):

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.accounting import INPUT_USD_PER_MTOK, OUTPUT_USD_PER_MTOK
+from bot.accounting import cost_usd, prices_of
 from bot.config import Settings
 from bot.store import Budget, Hold, Store
-from bot.types import ConversationKey
+from bot.types import ConversationKey, Usage
 
 MIN_USEFUL_TOKENS = 256  # an answer shorter than this is not worth making
 OVERRIDES_FRESH_S = 1.0  # how long "no override is stored" is believed without asking again
@@ -62,6 +62,7 @@ class Limits:
         self.settings = settings
         self.store = store
         self.zone = ZoneInfo(settings.timezone)
+        self.prices = prices_of(settings)
         self.configured = any(
             limit is not None
             for limit in (
@@ -115,8 +116,9 @@ class Limits:
         if not await self.active():
             return Grant(max_tokens, reasoning)  # nothing to hold: no limit applies
         now = time.time() if now is None else now
-        prompt = prompt_tokens * INPUT_USD_PER_MTOK / 1e6
-        per_token = OUTPUT_USD_PER_MTOK / 1e6
+        # Priced like the usage records; the worst case assumes no prompt cache hit.
+        prompt = cost_usd(Usage(prompt_tokens), self.prices)
+        per_token = cost_usd(Usage(completion_tokens=1), self.prices)
         want = prompt + max_tokens * per_token
         least = prompt + min(max_tokens, MIN_USEFUL_TOKENS) * per_token
         hold = Hold(key.platform, user_id, str(key), now + HOLD_SECONDS)
@@ -126,7 +128,7 @@ class Limits:
             return Grant(0, False, refusal=await self._refusal(budgets, left, now))
         if granted >= want:
             return Grant(max_tokens, reasoning, hold_id)
-        affordable = int((granted - prompt) / per_token)
+        affordable = int((granted - prompt) / per_token) if per_token > 0 else max_tokens
         return Grant(max(1, min(max_tokens, affordable)), False, hold_id)
 
     async def release(self, grant: Grant | None) -> None:

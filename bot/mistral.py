@@ -44,6 +44,7 @@ from bot.errors import (
 )
 from bot.model import (
     AnswerChunk,
+    Capabilities,
     Finished,
     ModelEvent,
     ModelRequest,
@@ -52,6 +53,7 @@ from bot.model import (
     ToolCalls,
 )
 from bot.sse import SSEDecoder, sse_bytes
+from bot.text import repair_value
 from bot.transport import LoopTransport
 from bot.types import Usage
 
@@ -87,6 +89,9 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+Retryable = _Retryable  # for the other providers built on this client (bot/openai_compat.py)
+
+
 @dataclass
 class PendingToolCall:
     """One function call being put together from stream deltas."""
@@ -118,7 +123,15 @@ DRAIN_TIMEOUT = 5.0  # seconds to wait for the body's end after [DONE]
 
 
 class MistralClient:
-    """Streams chat completions from Mistral; raises only `bot.errors.ModelError` subclasses."""
+    """Streams chat completions from Mistral; raises only `bot.errors.ModelError` subclasses.
+
+    The other providers (bot/openai_compat.py, bot/puter.py) reuse its retries, streaming
+    and error mapping, and override the wire format: `request_body`, `_http_request`,
+    `_stream_events`, `_whole_completion`, `_status_error`.
+    """
+
+    provider = "mistral"  # names the provider in logs
+    capabilities = Capabilities("mistral", prompt_cache=True)
 
     def __init__(
         self,
@@ -149,7 +162,7 @@ class MistralClient:
             transport=transport or LoopTransport(limits),
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=limits,  # for proxies configured by the environment
-            headers={"Authorization": f"Bearer {api_key}"},
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
         )
 
     async def aclose(self) -> None:
@@ -158,19 +171,29 @@ class MistralClient:
         await asyncio.gather(*self._draining, return_exceptions=True)
         await self._client.aclose()
 
-    async def check(self) -> str:
-        """Send one tiny request and describe the result, for `teambot check`."""
+    async def check(self, *, retry: bool = True, within: float | None = None) -> str:
+        """Send one tiny request and describe the result, for `teambot check`.
+
+        `retry=False` makes a single attempt (a retryable failure is final) and
+        `within` bounds the whole check in seconds, so a model that is down is
+        reported at once instead of after the retry budget.
+        """
         started = time.perf_counter()
         answer: list[str] = []
         usage = Usage()
         request = ModelRequest(
             messages=[{"role": "user", "content": "Reply with just: OK"}], max_tokens=5
         )
-        async for event in self.stream(request):
-            if isinstance(event, AnswerChunk):
-                answer.append(event.text)
-            elif isinstance(event, Finished):
-                usage = event.usage
+        events = self.stream(request) if retry else self._once(self.request_body(request))
+        try:
+            async with asyncio.timeout(within), contextlib.aclosing(events):
+                async for event in events:
+                    if isinstance(event, AnswerChunk):
+                        answer.append(event.text)
+                    elif isinstance(event, Finished):
+                        usage = event.usage
+        except TimeoutError:
+            raise ModelUnavailable(f"no answer within {within:g} s") from None
         elapsed = time.perf_counter() - started
         reply = "".join(answer).strip()[:40]
         return (
@@ -181,7 +204,9 @@ class MistralClient:
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
         dropped = sorted(set(request.extra) - EXTRA_FIELDS)
         if dropped:
-            log.warning("mistral: not sending fields the API does not accept: %s", dropped)
+            log.warning(
+                "%s: not sending fields the API does not accept: %s", self.provider, dropped
+            )
         body = {key: value for key, value in request.extra.items() if key in EXTRA_FIELDS}
         body.update(
             model=self.model,
@@ -197,6 +222,10 @@ class MistralClient:
                 tool_choice=request.tool_choice,
                 parallel_tool_calls=True,
             )
+        if request.cache_key:
+            # Requests of one conversation share a prefix; the key steers them to the
+            # same cache (usage.prompt_tokens_details.cached_tokens says what it saved).
+            body["prompt_cache_key"] = request.cache_key
         return body
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelEvent, None]:
@@ -216,18 +245,32 @@ class MistralClient:
                     if delay is None:
                         elapsed = time.monotonic() - started
                         raise self._final(failure.error, attempt, elapsed) from None
-                    log.info("mistral: %s; retry %d in %.1f s", failure.error, attempt, delay)
+                    log.info(
+                        "%s: %s; retry %d in %.1f s", self.provider, failure.error, attempt, delay
+                    )
                     await self._sleep(delay)
         except ModelError as error:
-            log.warning("mistral: %s: %s", type(error).__name__, error)
+            log.warning("%s: %s: %s", self.provider, type(error).__name__, error)
             raise
+
+    async def _once(self, body: dict[str, Any]) -> AsyncGenerator[ModelEvent, None]:
+        """One attempt without retries: a retryable failure is raised as it is."""
+        try:
+            async with contextlib.aclosing(self._attempt(body)) as events:
+                async for event in events:
+                    yield event
+        except _Retryable as failure:
+            raise failure.error from None
 
     # -- one attempt ---------------------------------------------------------------------
 
-    async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[ModelEvent, None]:
-        request = self._client.build_request(
+    def _http_request(self, body: dict[str, Any]) -> httpx.Request:
+        return self._client.build_request(
             "POST", self._url, json=body, headers={"Accept": "text/event-stream"}
         )
+
+    async def _attempt(self, body: dict[str, Any]) -> AsyncGenerator[ModelEvent, None]:
+        request = self._http_request(body)
         try:
             async with asyncio.timeout(self._first_byte_timeout):
                 response = await self._client.send(request, stream=True)
@@ -312,6 +355,8 @@ class MistralClient:
         except ValueError:
             log.debug("mistral: skipping a non-JSON SSE event")
             return []
+        if "\\u" in data:  # an escape may decode to a lone surrogate: repair it here
+            chunk = repair_value(chunk)
         if not isinstance(chunk, dict):
             return []
         if chunk.get("object") == "error" or "error" in chunk:
@@ -321,10 +366,12 @@ class MistralClient:
     async def _whole_completion(self, response: httpx.Response) -> list[ModelEvent]:
         """A proxy that ignored `stream` sent one JSON completion; accept it."""
         try:
-            payload = json.loads(await response.aread())
+            payload = repair_value(json.loads(await response.aread()))
             choice = (payload.get("choices") or [{}])[0]
             message = choice.get("message") or {}
-            events = list(content_events(message.get("content")))
+            thinking = reasoning_text(message)
+            events: list[ModelEvent] = [ThinkingChunk(thinking)] if thinking else []
+            events += content_events(message.get("content"))
             calls = complete_tool_calls(message_tool_calls(message.get("tool_calls")))
             if calls is not None:
                 events.append(calls)
@@ -413,14 +460,24 @@ def chunk_events(chunk: dict[str, Any], state: _StreamState) -> Iterator[ModelEv
             continue
         delta = choice.get("delta") or {}
         if isinstance(delta, dict):
-            # Some OpenAI-style servers put reasoning beside content instead of inside it.
-            for key in ("reasoning_content", "reasoning"):
-                if isinstance(delta.get(key), str) and delta[key]:
-                    yield ThinkingChunk(delta[key])
+            thinking = reasoning_text(delta)
+            if thinking:
+                yield ThinkingChunk(thinking)
             yield from content_events(delta.get("content"))
             add_tool_call_deltas(state.tool_calls, delta.get("tool_calls"))
         if choice.get("finish_reason"):
             state.finish_reason = str(choice["finish_reason"])
+
+
+def reasoning_text(delta: dict[str, Any]) -> str:
+    """Thinking that OpenAI-style servers put beside the content instead of inside it:
+    `reasoning_content` (SGLang, llama.cpp) or `reasoning` (vLLM, OpenRouter). Servers
+    moving from one name to the other send both with the same text, so one is taken."""
+    for key in ("reasoning_content", "reasoning"):
+        value = delta.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def content_events(content: Any) -> Iterator[ModelEvent]:
@@ -559,9 +616,13 @@ def parse_usage(value: Any) -> Usage | None:
     try:
         prompt = int(value.get("prompt_tokens") or 0)
         completion = int(value.get("completion_tokens") or 0)
-    except (TypeError, ValueError):
+        details = value.get("prompt_tokens_details")
+        # OpenAI's place for it, which Mistral uses; Puter flattens it to `cached_tokens`.
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        cached = int(cached or value.get("cached_tokens") or 0)
+    except (TypeError, ValueError, AttributeError):
         return None
-    return Usage(prompt_tokens=prompt, completion_tokens=completion)
+    return Usage(prompt, completion, max(0, min(cached, prompt)))
 
 
 def api_message(body: str | dict[str, Any]) -> str:

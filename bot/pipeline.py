@@ -18,8 +18,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from bot import context, tokens
+from bot import context, logs, metrics, tokens
 from bot.accounting import Accounts
+from bot.attachments import Readers
 from bot.config import Settings
 from bot.errors import ContextTooLong, ModelError, SpendLimitReached
 from bot.limits import Grant, Limits
@@ -32,6 +33,7 @@ from bot.model import (
     ThinkingChunk,
     ToolCall,
     ToolCalls,
+    prompt_cache_key,
 )
 from bot.store import NewMessage, Store, StoredMessage
 from bot.tools import Links, Tool, ToolContext, rounds, scope_of
@@ -124,6 +126,9 @@ class ReplyPipeline:
         self.memory: Remembering | None = None  # summaries of what leaves the window
         self.limits: Limits | None = None  # spending limits, checked before every call
         self.unlimited: Callable[[Message], bool] = lambda message: False
+        # Reads attached documents and voice messages before a question is stored; the
+        # adapters use it through `Engine.pipeline.readers` (bot/attachments.py).
+        self.readers = Readers.create(settings, store, accounts)
 
     async def run(
         self,
@@ -138,6 +143,7 @@ class ReplyPipeline:
         `ready` is the conversation's window and settings when the engine read them with the
         question; otherwise both are read now, in one store round trip.
         """
+        logs.bind(conversation=str(message.key), event_id=message.id)
         window, settings = ready or await self.read(message)
         if reasoning is None:
             reasoning = (
@@ -148,8 +154,9 @@ class ReplyPipeline:
         started = time.perf_counter()
         tools = self.toolbox.offered() if self._tools_on(settings) else {}
         turn = Turn(message, row, window, settings, reasoning, tools)
-        outcome = await self._answer(turn, emit)
-        await self._finish(turn, outcome, started, emit)
+        with metrics.replying(message.key.platform):
+            outcome = await self._answer(turn, emit)
+            await self._finish(turn, outcome, started, emit)
 
     def _tools_on(self, settings: ConversationSettings) -> bool:
         return settings.tools != "off"
@@ -213,7 +220,11 @@ class ReplyPipeline:
             raise ContextTooLong(f"message alone is ~{total} tokens; budget {budget}")
         messages = context.build_messages(system, window.merged(cut), images=message.images)
         request = ModelRequest(
-            messages, turn.reasoning, self.settings.max_output_tokens, tools=schemas
+            messages,
+            turn.reasoning,
+            self.settings.max_output_tokens,
+            tools=schemas,
+            cache_key=prompt_cache_key(str(message.key)),
         )
         return request, total, fixed
 
@@ -289,6 +300,7 @@ class ReplyPipeline:
             done.cancelled = True
             return False
         emit(ToolActivity(""))
+        metrics.tools_ran(call.calls, results, turn.tools)
         if len(done.rounds) + 1 >= self.settings.tool_rounds:
             results = (*results[:-1], f"{results[-1]}\n\n{LIMIT_NOTE}")
         done.rounds.append(rounds.Round(call.calls, results, call.answer))
@@ -326,7 +338,8 @@ class ReplyPipeline:
                 elif isinstance(event, ToolCalls):
                     outcome.calls = event.calls
                 elif isinstance(event, Finished):
-                    outcome.usage = event.usage
+                    # A stream without usage leaves None: the estimate is billed instead.
+                    outcome.usage = event.usage if event.usage.reported else None
         except ModelError as exc:
             outcome.error = exc
         except asyncio.CancelledError:
@@ -362,6 +375,7 @@ class ReplyPipeline:
             row = _answer_row(message, turn.row, outcome, answer_tokens)
             writes.append(self.store.add_message(dataclasses.replace(row, rounds=stored_rounds)))
         await asyncio.gather(*writes)  # together: one store round trip
+        metrics.reply_done(message.key.platform, outcome.state)
         if self.limits is not None:
             await self.limits.release(outcome.grant)  # its cost is in the usage table now
         if failed is not None:
@@ -387,7 +401,11 @@ class ReplyPipeline:
 
 
 def _add(a: Usage, b: Usage) -> Usage:
-    return Usage(a.prompt_tokens + b.prompt_tokens, a.completion_tokens + b.completion_tokens)
+    return Usage(
+        a.prompt_tokens + b.prompt_tokens,
+        a.completion_tokens + b.completion_tokens,
+        a.cached_tokens + b.cached_tokens,
+    )
 
 
 def _answer_row(

@@ -16,7 +16,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from bot import tokens
-from bot.accounting import Accounts, cost_usd
+from bot.accounting import Accounts
 from bot.errors import ModelError
 from bot.limits import Limits
 from bot.model import AnswerChunk, Finished, ModelClient, ModelRequest
@@ -61,10 +61,7 @@ class Summary:
     messages: int
     calls: int = 0
     usage: Usage = field(default_factory=Usage)
-
-    @property
-    def cost(self) -> float:
-        return cost_usd(self.usage)
+    cost: float = 0.0  # what its calls' usage records say they cost
 
 
 Link = Callable[[StoredMessage], str | None]
@@ -150,6 +147,7 @@ class Summarizer:
                 summary.usage.completion_tokens + usage.completion_tokens,
             )
             record = self.accounts.usage_record(key, user_id, usage, 0.0, "ok", kind="summary")
+            summary.cost += record.cost_usd
             await self.store.record_usage(record)
             if self.limits is not None:
                 await self.limits.release(grant)

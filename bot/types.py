@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.text import repair
+
 
 @dataclass(frozen=True)
 class ConversationKey:
@@ -35,6 +37,10 @@ class Author:
     # rules about people (bot/access.py) and may run admin-only commands.
     platform_admin: bool = False
 
+    def __post_init__(self) -> None:
+        # Names come from platforms too; one that can't be encoded would fail every write.
+        object.__setattr__(self, "name", repair(self.name))
+
 
 @dataclass(frozen=True)
 class Image:
@@ -52,6 +58,9 @@ class AttachmentMeta:
     name: str
     mime: str = ""
     size: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", repair(self.name))
 
     @property
     def is_image(self) -> bool:
@@ -74,6 +83,9 @@ class Place:
     id: str
     name: str = ""
     visibility: str = PRIVATE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", repair(self.name))
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,10 @@ class Message:
     # channel and the channel's category). Empty means just `key.channel`.
     channels: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # The one door every platform's text comes through (bot/text.py says why).
+        object.__setattr__(self, "text", repair(self.text))
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -133,6 +149,15 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Of `prompt_tokens`, those the provider served from its prompt cache (billed at the
+    # cached rate); 0 when it reports none.
+    cached_tokens: int = 0
+
+    @property
+    def reported(self) -> bool:
+        """Whether a server counted these tokens: `Usage()` is what a stream without
+        usage ends with (the estimate is billed instead, never zero)."""
+        return self.prompt_tokens > 0 or self.completion_tokens > 0
 
 
 # Reply events: what the engine yields while answering one message.

@@ -13,12 +13,13 @@ from tests.fakes.discord import FakeDiscord, InteractionRecord, Posted
 from tests.fakes.discord.fixtures import answer_to, bot, dc, settle
 from tests.fakes.discord.harness import Running, start_adapter
 from tests.fakes.mistral import FakeMistral, Reply
+from tests.fixtures import media
 from tests.helpers import prompt_text
 
 pytestmark = pytest.mark.timeout(30)
 __all__ = ["bot", "dc"]  # fixtures
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+PNG = media.png()  # a real image: images are decoded before they are sent
 
 
 async def followups(bot: Running, dc: FakeDiscord, record: InteractionRecord) -> list[Posted]:

@@ -9,13 +9,14 @@ from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord.fixtures import answer_to, bot, dc
 from tests.fakes.discord.harness import Running
 from tests.fakes.mistral import Disconnect, Error, FakeMistral, error_body
+from tests.fixtures import media
 from tests.helpers import prompt_text
 
 pytestmark = pytest.mark.timeout(30)
 __all__ = ["bot", "dc"]  # fixtures
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
+PNG = media.png()  # a real image: images are decoded before they are sent
+JPEG = media.jpeg()
 
 
 async def test_images_and_text_files_reach_the_model(

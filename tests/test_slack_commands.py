@@ -15,9 +15,10 @@ from tests.fakes.slack.fixtures import (  # noqa: F401
     slack_http_fixture,
 )
 from tests.fakes.slack.harness import Harness
+from tests.fixtures import media
 
 BOT = "<@UBOT>"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+PNG = media.png()  # a real image: images are decoded before they are sent
 
 
 async def command(

@@ -14,8 +14,9 @@ from bot.config import load_settings
 from bot.delivery.split import open_fence, split_markdown
 from bot.errors import ConfigError
 from bot.logs import RedactingFormatter
+from tests.fixtures import media
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+PNG = media.png()  # a real image: images are decoded before they are sent
 
 
 def test_short_text_is_one_chunk():

@@ -78,7 +78,11 @@ class DiscordAdapter:
     async def _post(self, key: ConversationKey, text: str) -> None:
         """Post `text` into a channel (or thread) unprompted, e.g. a daily digest."""
         client = self.client
-        channel = client.get_channel(int(key.thread or key.channel)) if client else None
+        channel_id = int(key.thread or key.channel)
+        channel: object = client.get_channel(channel_id) if client else None
+        if channel is None and client is not None and client.shard_ids is not None:
+            # Another process runs that guild's shard; posting needs only REST.
+            channel = client.get_partial_messageable(channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             raise LookupError(f"channel {key.thread or key.channel} is not reachable")
         reply = await say(
@@ -124,6 +128,17 @@ class DiscordAdapter:
     @property
     def reads_content(self) -> bool:
         return self.client is not None and self.client.reads_content
+
+    @property
+    def connected(self) -> bool:
+        """Whether the gateway session is up now (every shard's, when sharded); for /healthz."""
+        client = self.client
+        if client is None or client.is_closed() or not client.is_ready():
+            return False  # is_ready() stays true across reconnects: look at the sockets
+        shards = getattr(client, "shards", None)
+        if isinstance(shards, dict):
+            return bool(shards) and not any(shard.is_closed() for shard in shards.values())
+        return client.ws is not None and client.ws.open
 
     async def close(self) -> None:
         self._closing.set()

@@ -30,6 +30,7 @@ from bot.types import ConversationKey
 log = logging.getLogger(__name__)
 
 CHAT_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+IDENTIFY_WINDOW_S = 5.0  # Discord: one IDENTIFY per 5 s in each of `max_concurrency` buckets
 
 
 def intents(message_content: bool) -> discord.Intents:
@@ -41,11 +42,22 @@ def intents(message_content: bool) -> discord.Intents:
     return wanted
 
 
-class TeambotClient(discord.Client):
+class TeambotClient(discord.AutoShardedClient):
+    """Runs the shards DISCORD_SHARD_COUNT / DISCORD_SHARD_IDS name, else every shard
+    Discord recommends; the rest of the adapter sees one client either way."""
+
     def __init__(
         self, engine: Engine, settings: DiscordSettings, pacer: Scheduler, *, message_content: bool
     ) -> None:
-        super().__init__(intents=intents(message_content), allowed_mentions=NO_MENTIONS)
+        subset: dict[str, Any] = (
+            {"shard_ids": list(settings.shard_ids)} if settings.shard_ids else {}
+        )
+        super().__init__(
+            intents=intents(message_content),
+            allowed_mentions=NO_MENTIONS,
+            shard_count=settings.shard_count,
+            **subset,
+        )
         self.engine = engine
         self.settings = settings
         self.pacer = pacer
@@ -54,6 +66,8 @@ class TeambotClient(discord.Client):
         install(self.tree, engine, pacer)
         self.ready = asyncio.Event()
         self.on_connected: Callable[[], None] = lambda: None
+        self._identify_buckets = 1  # GET /gateway/bot's max_concurrency, when asked
+        self._identify_free: dict[int, float] = {}  # bucket -> when it may IDENTIFY again
 
     async def setup_hook(self) -> None:
         # Runs once per login, not per reconnect (unlike on_ready).
@@ -65,15 +79,48 @@ class TeambotClient(discord.Client):
         except discord.HTTPException as exc:
             log.warning("slash command sync failed (HTTP %s): %s", exc.status, exc.text)
 
+    async def connect(self, *, reconnect: bool = True) -> None:
+        if self.shard_count is None:
+            # Left to discord.py, this would connect to the URL GET /gateway/bot names,
+            # bypassing DISCORD_GATEWAY_URL (a proxy), and drop max_concurrency.
+            count, _url, limits = await self.http.get_bot_gateway()
+            self.shard_count = count
+            self._identify_buckets = max(1, int(limits.get("max_concurrency", 1)))
+        await super().connect(reconnect=reconnect)
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Wait for the shard's IDENTIFY slot. discord.py's default waits 5 s before every
+        IDENTIFY but the first, even when Discord allows several shards at once."""
+        bucket = (shard_id or 0) % self._identify_buckets
+        now = self.loop.time()
+        at = max(now, self._identify_free.get(bucket, now))
+        self._identify_free[bucket] = at + IDENTIFY_WINDOW_S
+        if at > now:
+            await asyncio.sleep(at - now)
+
     async def on_ready(self) -> None:
+        # With shards, discord.py calls this once every shard this process runs is ready.
         log.info(
-            "connected to Discord as %s in %d servers%s",
+            "connected to Discord as %s in %d servers%s%s",
             self.user,
             len(self.guilds),
+            self._shards_note(),
             "" if self.reads_content else " (without the message content intent)",
         )
         self.ready.set()
         self.on_connected()
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        log.debug("Discord shard %d of %s ready", shard_id, self.shard_count)
+
+    def _shards_note(self) -> str:
+        count = self.shard_count or 1
+        if count == 1:
+            return ""
+        mine = sorted(self.shards)
+        if len(mine) == count:
+            return f" ({count} shards)"
+        return f" (shards {','.join(map(str, mine))} of {count})"
 
     def _bot_id(self) -> int:
         assert self.user is not None
@@ -93,9 +140,12 @@ class TeambotClient(discord.Client):
                 message, self.user.id, spaces=spaces, fetch_files=False
             )
             if self.engine.allows(msg):  # a refused message's files are not fetched
-                msg, prepared = await to_message(message, self.user.id, spaces=spaces)
+                msg, prepared = await to_message(
+                    message, self.user.id, spaces=spaces, readers=self.engine.pipeline.readers
+                )
             surface = ChannelSurface(message.channel, message.channel.id, message)
-            await deliver(self.pacer, surface, self.engine.reply(msg), prepared.notes)
+            notes = [*prepared.heard, *prepared.notes]  # what a voice message said, first
+            await deliver(self.pacer, surface, self.engine.reply(msg), notes)
         elif message.guild is not None and self.reads_content:
             msg, _ = await to_message(message, self.user.id, fetch_files=False)
             if msg.text:

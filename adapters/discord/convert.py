@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import discord
 
 from adapters.discord.members import spaces_of
-from bot.attachments import Attachment, Prepared, prepare
+from bot.attachments import Attachment, Prepared, Readers, prepare
 from bot.types import DM, PRIVATE, PUBLIC, Author, ConversationKey, Message, Place
 
 PLATFORM = "discord"
@@ -146,6 +146,9 @@ def describe(attachments: Sequence[discord.Attachment]) -> list[Attachment]:
             mime=a.content_type or "application/octet-stream",
             size=a.size,
             fetch=a.read,
+            # A voice message (flag 1 << 13) carries one audio/ogg file with its length.
+            voice=a.is_voice_message(),
+            seconds=a.duration,
         )
         for a in attachments
     ]
@@ -157,15 +160,21 @@ async def to_message(
     *,
     fetch_files: bool = True,
     spaces: tuple[str, ...] = (),
+    readers: Readers | None = None,
 ) -> tuple[Message, Prepared]:
-    """Build the engine's Message; attachments are downloaded only when `fetch_files`."""
-    prepared = await prepare(describe(files_for(message, bot_id))) if fetch_files else Prepared()
-    text = clean_text(message, bot_id) + prepared.text
+    """Build the engine's Message; attachments are downloaded only when `fetch_files`,
+    and documents and voice messages are read only with `readers`."""
+    key = key_for(message.channel, message.guild.id if message.guild else None)
+    author = author_of(message.author)
+    reading = readers.reading(key, author.id) if readers is not None else None
+    files = describe(files_for(message, bot_id))
+    prepared = await prepare(files, reading) if fetch_files else Prepared()
+    text = prepared.message_text(clean_text(message, bot_id))
     return (
         Message(
-            key=key_for(message.channel, message.guild.id if message.guild else None),
+            key=key,
             id=str(message.id),
-            author=author_of(message.author),
+            author=author,
             text=text,
             images=prepared.images,
             attachments=prepared.meta,

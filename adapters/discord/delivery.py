@@ -48,12 +48,15 @@ def _files(files: Sequence[File]) -> list[discord.File]:
 
 
 @contextlib.contextmanager
-def _refusals() -> Iterator[None]:
-    """Discord's HTTP errors as the delivery's `Refused`."""
+def _refusals(channel: str) -> Iterator[None]:
+    """Discord's HTTP errors as the delivery's `Refused`, with Discord's own error code
+    (50013 Missing Permissions, 10003 Unknown Channel, ...) or else the HTTP status."""
     try:
         yield
     except discord.HTTPException as exc:
-        raise Refused(f"HTTP {exc.status}, code {exc.code}") from exc
+        code = str(exc.code or exc.status)
+        detail = f"HTTP {exc.status}" + (f", {exc.text}" if exc.text else "")
+        raise Refused(code, platform="Discord", channel=channel, detail=detail) from exc
 
 
 class _Messages:
@@ -64,9 +67,11 @@ class _Messages:
     stream: NativeStream | None = None
     indicate_every = 0.0
 
+    channel_id = ""  # where the messages go, for the log
+
     async def edit(self, handle: Any, text: str, files: Sequence[File]) -> Any:
         message: discord.Message | discord.WebhookMessage = handle
-        with _refusals():
+        with _refusals(self.channel_id):
             if files:
                 return await message.edit(
                     content=text,
@@ -76,7 +81,7 @@ class _Messages:
             return await message.edit(content=text, allowed_mentions=NO_MENTIONS)
 
     async def delete(self, handle: Any) -> None:
-        with _refusals():
+        with _refusals(self.channel_id):
             await handle.delete()
 
     async def indicate(self, activity: str) -> bool:
@@ -95,6 +100,7 @@ class ChannelSurface(_Messages):
         self, channel: discord.abc.Messageable, channel_id: int, reply_to: discord.Message | None
     ) -> None:
         self.channel = channel
+        self.channel_id = str(channel_id)
         self._scopes = (f"channel:{channel_id}", GLOBAL)
         self._anchor = reply_to
 
@@ -105,7 +111,7 @@ class ChannelSurface(_Messages):
         extra: dict[str, Any] = {"files": _files(files)} if files else {}
         if self._anchor is not None:
             extra["reference"] = self._anchor.to_reference(fail_if_not_exists=False)
-        with _refusals():
+        with _refusals(self.channel_id):
             message = await self.channel.send(
                 text, allowed_mentions=NO_MENTIONS, suppress_embeds=True, **extra
             )
@@ -126,6 +132,7 @@ class FollowupSurface(_Messages):
     def __init__(self, interaction: discord.Interaction, ephemeral: bool = False) -> None:
         self.interaction = interaction
         self.ephemeral = ephemeral
+        self.channel_id = str(interaction.channel_id or "")
         # Interaction webhooks have their own limits, not the global one.
         self._scopes = (f"webhook:{interaction.id}",)
 
@@ -134,7 +141,7 @@ class FollowupSurface(_Messages):
 
     async def post(self, text: str, files: Sequence[File]) -> discord.WebhookMessage:
         extra: dict[str, Any] = {"files": _files(files)} if files else {}
-        with _refusals():
+        with _refusals(self.channel_id):
             return await self.interaction.followup.send(
                 text,
                 wait=True,

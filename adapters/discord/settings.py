@@ -22,6 +22,9 @@ class DiscordSettings:
     api_base_url: str = "https://discord.com/api/v10"
     gateway_url: str = ""
     guild_ids: tuple[int, ...] = ()
+    # None: one process runs every shard, as many as Discord recommends (GET /gateway/bot).
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] = ()  # () with a count: all of them
 
 
 def load(env: Mapping[str, str]) -> DiscordSettings | None:
@@ -37,12 +40,50 @@ def load(env: Mapping[str, str]) -> DiscordSettings | None:
             )
         guild_ids.append(int(part))
     gateway = env.get("DISCORD_GATEWAY_URL", "").strip()
+    shard_count = _shard_count(env)
     return DiscordSettings(
         bot_token=token,
         api_base_url=url(env, "DISCORD_API_BASE_URL", "https://discord.com/api/v10").rstrip("/"),
         gateway_url=url(env, "DISCORD_GATEWAY_URL", gateway) if gateway else "",
         guild_ids=tuple(guild_ids),
+        shard_count=shard_count,
+        shard_ids=_shard_ids(env, shard_count),
     )
+
+
+def _shard_count(env: Mapping[str, str]) -> int | None:
+    raw = env.get("DISCORD_SHARD_COUNT", "").strip()
+    if not raw:
+        return None
+    if _number(raw) < 1:
+        raise ConfigError("DISCORD_SHARD_COUNT", f"a whole number of at least 1 (got {raw!r})")
+    return int(raw)
+
+
+def _shard_ids(env: Mapping[str, str], count: int | None) -> tuple[int, ...]:
+    """The shards this process runs, each once, all below DISCORD_SHARD_COUNT."""
+    parts = id_list(env, "DISCORD_SHARD_IDS")
+    if not parts:
+        return ()
+    if count is None:
+        raise ConfigError(
+            "DISCORD_SHARD_IDS", "needs DISCORD_SHARD_COUNT, the total number of shards"
+        )
+    ids: list[int] = []
+    for part in parts:
+        shard = _number(part)
+        if not 0 <= shard < count or shard in ids:
+            raise ConfigError(
+                "DISCORD_SHARD_IDS",
+                f"comma-separated distinct shard ids from 0 to {count - 1} (got {part!r})",
+            )
+        ids.append(shard)
+    return tuple(ids)
+
+
+def _number(text: str) -> int:
+    """`text` as a whole number, or -1 when it is not one."""
+    return int(text) if text.isascii() and text.isdigit() else -1
 
 
 def secrets(settings: DiscordSettings) -> list[str]:
@@ -50,7 +91,10 @@ def secrets(settings: DiscordSettings) -> list[str]:
 
 
 def describe(settings: DiscordSettings) -> str:
-    return "configured"
+    if settings.shard_count is None:
+        return "configured"
+    shards = ",".join(map(str, settings.shard_ids)) or "all"
+    return f"configured (shards {shards} of {settings.shard_count})"
 
 
 def adapter(engine: Engine, settings: DiscordSettings) -> DiscordAdapter:

@@ -13,14 +13,18 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters.slack.api import SlackApi
+from adapters.slack import credentials
+from adapters.slack.api import APP_TOKEN, BOT_TOKEN, SlackApi
 from adapters.slack.events import Events
+from adapters.slack.http import Endpoint
 from adapters.slack.links import SlackLinks
 from adapters.slack.people import Names
 from adapters.slack.places import Channels
@@ -33,6 +37,13 @@ from bot.engine import Engine
 log = logging.getLogger("teambot.slack")
 
 EVENTS_PATH = "/slack/events"
+
+
+def _not_token_skipped(record: logging.LogRecord) -> bool:
+    return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+_NOT_TOKEN_SKIPPED = _not_token_skipped
 
 
 class SlackAdapter:
@@ -69,11 +80,20 @@ class SlackAdapter:
 
     def _build_app(self) -> AsyncApp:
         verify = bool(self.settings.signing_secret)
+        bolt_log = logging.getLogger("teambot.slack.bolt")
+        if _NOT_TOKEN_SKIPPED not in bolt_log.filters:
+            # Bolt warns that SLACK_BOT_TOKEN in the environment goes unused when a client
+            # is given; the client carries that very token, so the line is only noise.
+            bolt_log.addFilter(_NOT_TOKEN_SKIPPED)
+        # Bolt checks the bot token (auth.test) before it hands an event over.
+        credentials.quiet(
+            logging.getLogger("slack_bolt.AsyncSingleTeamAuthorization"), BOT_TOKEN, "an event"
+        )
         app = AsyncApp(
             client=self.client,
             signing_secret=self.settings.signing_secret or None,
             request_verification_enabled=verify,
-            logger=logging.getLogger("teambot.slack.bolt"),
+            logger=bolt_log,
         )
         app.event("app_mention")(self._on_event)
         app.event("message")(self._on_event)
@@ -116,6 +136,17 @@ class SlackAdapter:
         """How many events and commands are still being worked on."""
         return len(self._tasks)
 
+    @property
+    def connected(self) -> bool:
+        """Whether events can arrive now: the Socket Mode session is open, or the HTTP
+        server listens (for /healthz)."""
+        if not self.ready.is_set() or self._closed.is_set():
+            return False
+        if self._socket is not None:
+            session = getattr(self._socket.client, "current_session", None)
+            return session is not None and not session.closed
+        return self._runner is not None
+
     # Lifecycle
 
     async def run(self) -> None:
@@ -124,7 +155,7 @@ class SlackAdapter:
         # opens a new aiohttp session per call.
         self.rt.session = self.client.session = aiohttp.ClientSession()
         try:
-            auth = await self.client.auth_test()
+            auth = await self._auth_test()
             self.rt.bot_user_id = str(auth.get("user_id") or "")
             self.rt.bot_id = str(auth.get("bot_id") or "")
             links = SlackLinks(str(auth.get("team_id") or ""), str(auth.get("url") or ""))
@@ -140,10 +171,32 @@ class SlackAdapter:
         finally:
             await self._stop()
 
+    async def _auth_test(self) -> AsyncSlackResponse:
+        """Who the bot is; a refused bot token ends the start-up naming SLACK_BOT_TOKEN."""
+        try:
+            return await self.client.auth_test()
+        except SlackApiError as exc:
+            code = credentials.refused_code(exc)
+            if code is None:
+                raise
+            raise credentials.at_start(BOT_TOKEN, code) from None
+
     async def _start_socket(self) -> None:
+        # The socket client would retry a refused app token forever, a traceback each
+        # time: ask once first, so start-up ends naming SLACK_APP_TOKEN instead.
+        try:
+            await self.client.apps_connections_open(app_token=self.settings.app_token)
+        except SlackApiError as exc:
+            code = credentials.refused_code(exc)
+            if code is not None:
+                raise credentials.at_start(APP_TOKEN, code) from None
+            log.info("apps.connections.open failed (%s); the socket will retry", exc)
+        socket_log = logging.getLogger("teambot.slack.socket")
+        credentials.quiet(socket_log, APP_TOKEN, "connecting Socket Mode")
         self._socket = AsyncSocketModeHandler(
             self.app,
             self.settings.app_token,
+            logger=socket_log,
             web_client=self.client,
             ping_interval=self.ping_interval,
         )
@@ -151,16 +204,12 @@ class SlackAdapter:
 
     async def _start_http(self) -> None:
         server = web.Application()
-        server.router.add_post(EVENTS_PATH, self._http_request)
+        server.router.add_post(EVENTS_PATH, Endpoint(self.app, self.settings.signing_secret).handle)
         self._runner = web.AppRunner(server, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.settings.port)
         await site.start()
         self.http_port = int(self._runner.addresses[0][1])
-
-    async def _http_request(self, request: web.Request) -> web.Response:
-        response = await self.app.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(response)
 
     async def close(self, grace: float = 1.5) -> None:
         """Stop taking events, give replies in progress `grace` seconds, then stop run()."""

@@ -13,6 +13,12 @@ from adapters.slack.render import markdown_message
 log = logging.getLogger("teambot.slack")
 
 
+# What Slack answers when it refuses a token itself; the variable that holds each token.
+TOKEN_REFUSED = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
+BOT_TOKEN, APP_TOKEN = "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN"
+NAME = "Slack"
+
+
 def error_code(exc: SlackApiError) -> str:
     try:
         return str(exc.response.get("error", "")) or "unknown"
@@ -62,6 +68,18 @@ class SlackApi:
             )
         except SlackApiError as exc:
             log.info("status unavailable in %s: %s", channel, error_code(exc))
+            return False
+        return True
+
+    async def ephemeral(self, channel: str, thread_ts: str, user: str, markdown: str) -> bool:
+        """A message only `user` sees; False (logged) where Slack won't allow it."""
+        args: dict[str, Any] = markdown_message(markdown)
+        if thread_ts:
+            args["thread_ts"] = thread_ts
+        try:
+            await self.client.chat_postEphemeral(channel=channel, user=user, **args)
+        except SlackApiError as exc:
+            log.info("could not tell %s privately in %s: %s", user, channel, error_code(exc))
             return False
         return True
 

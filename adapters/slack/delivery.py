@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
 
-from adapters.slack.api import SlackApi, error_code
+from adapters.slack.api import BOT_TOKEN, NAME, TOKEN_REFUSED, SlackApi, error_code
 from adapters.slack.stream import NativeStream
 from bot.delivery import File, Limit, Refused, Scheduler, Style, Thinking, TooLong
 from bot.delivery.budget import TokenBucket
 from bot.delivery.plan import Kind
+from bot.errors import CredentialRefused
 
 log = logging.getLogger("teambot.slack")
 
@@ -98,13 +99,13 @@ class SlackSurface:
         try:
             return await self.api.post(self.place.channel, self.place.thread_ts, text)
         except SlackApiError as exc:
-            raise _failure(exc) from exc
+            raise _failure(exc, self.place.channel) from exc
 
     async def edit(self, handle: str, text: str, files: Sequence[File]) -> None:
         try:
             await self.api.update(self.place.channel, handle, text)
         except SlackApiError as exc:
-            raise _failure(exc) from exc
+            raise _failure(exc, self.place.channel) from exc
 
     async def delete(self, handle: str) -> None:
         with contextlib.suppress(SlackApiError):
@@ -136,6 +137,12 @@ def status(activity: str) -> str:
     return text if len(text) <= STATUS_MAX else text[: STATUS_MAX - 1] + "…"
 
 
-def _failure(exc: SlackApiError) -> Exception:
+def _failure(exc: SlackApiError, channel: str) -> Exception:
+    """Slack's error as the delivery's: too long (re-split), the bot token refused, or
+    refused for good."""
     code = error_code(exc)
-    return TooLong(code) if code == "msg_too_long" else Refused(code)
+    if code == "msg_too_long":
+        return TooLong(code, platform=NAME, channel=channel)
+    if code in TOKEN_REFUSED:
+        return CredentialRefused(code, platform=NAME, variable=BOT_TOKEN, channel=channel)
+    return Refused(code, platform=NAME, channel=channel)

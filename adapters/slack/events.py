@@ -17,6 +17,7 @@ from adapters.slack import render
 from adapters.slack.inbound import Incoming, attachments, file_meta, parse
 from adapters.slack.runtime import FAILED, Runtime
 from bot.attachments import prepare
+from bot.text import repair
 from bot.types import Author, ConversationKey, Message
 
 log = logging.getLogger("teambot.slack")
@@ -95,8 +96,14 @@ class Events:
                 await self._answer(incoming, thread, incoming.ts)
             finally:
                 # Channel context for later threads; after the answer, so that this database
-                # write doesn't queue ahead of the reply's own.
-                await self._record(incoming, incoming.key())
+                # write doesn't queue ahead of the reply's own. Its failure is not the
+                # asker's business: they have had their one answer (or apology) already.
+                try:
+                    await self._record(incoming, incoming.key())
+                except Exception:
+                    log.exception(
+                        "keeping %s as context in %s failed", incoming.ts, incoming.channel
+                    )
         elif incoming.mentioned or await self._engaged(incoming.key(incoming.thread_ts)):
             thread = incoming.key(incoming.thread_ts)
             await self.rt.engage(incoming.key(), thread, seed=False)
@@ -164,13 +171,15 @@ class Events:
         )
         if self.rt.engine.allows(message):  # a refused message's files are not fetched
             files = await self.rt.complete_files(incoming.files)
-            prepared = await prepare(attachments(files, self.rt.download))
-            if prepared.notes:
-                notes = "\n".join(f":warning: {note}" for note in prepared.notes)
-                await self.rt.say(place, notes)
+            reading = self.rt.engine.pipeline.readers.reading(key, message.author.id)
+            prepared = await prepare(attachments(files, self.rt.download), reading)
+            if prepared.notes or prepared.heard:
+                # What a voice message said comes first, as said, then the warnings.
+                notes = [*prepared.heard, *(f":warning: {note}" for note in prepared.notes)]
+                await self.rt.say(place, "\n".join(notes))
             message = replace(
                 message,
-                text=text + prepared.text,
+                text=prepared.message_text(text),
                 images=prepared.images,
                 attachments=prepared.meta,
             )
@@ -192,7 +201,7 @@ class Events:
         )
         if incoming is None:
             return
-        text = await self._text(incoming)
+        text = repair(await self._text(incoming))  # edits don't pass through Message
         for key in self._keys_of(incoming):
             await self.rt.engine.edit(key, incoming.ts, text)
 

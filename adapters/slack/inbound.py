@@ -82,15 +82,25 @@ def attachments(
     found = []
     for file in files:
         url = str(file.get("url_private_download") or file.get("url_private") or "")
+        duration = file.get("duration_ms")
         found.append(
             Attachment(
                 name=str(file.get("name") or file.get("title") or "file"),
                 mime=str(file.get("mimetype") or ""),
                 size=int(file.get("size") or 0),
                 fetch=partial(fetch, url),
+                voice=is_voice_clip(file),
+                seconds=duration / 1000 if isinstance(duration, int | float) else None,
             )
         )
     return found
+
+
+def is_voice_clip(file: dict[str, Any]) -> bool:
+    """A clip recorded in Slack: its mimetype may be audio/mp4, audio/webm or even
+    video/mp4, so the subtype (or the clip's file name) tells."""
+    name = str(file.get("name") or "")
+    return file.get("subtype") == "slack_audio" or name.startswith("audio_message")
 
 
 def file_meta(files: tuple[dict[str, Any], ...]) -> tuple[AttachmentMeta, ...]:

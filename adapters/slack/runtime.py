@@ -21,6 +21,7 @@ from adapters.slack.people import Names
 from adapters.slack.places import Channels
 from bot.delivery import Reply, Scheduler, deliver, say
 from bot.engine import Engine
+from bot.errors import CredentialRefused
 from bot.types import Author, ConversationKey, Message
 from bot.types import Place as Where
 
@@ -29,6 +30,21 @@ log = logging.getLogger("teambot.slack")
 
 SLACK_FILE_HOSTS = (".slack.com", ".slack-gov.com", ".slack-edge.com")
 FAILED = "Sorry, something went wrong while answering; the details are in the bot's log."
+
+
+REFUSED = {
+    "not_in_channel": "I'm not a member of this channel; invite me with `/invite`.",
+    "channel_not_found": "I can't see this channel; invite me with `/invite`.",
+    "is_archived": "This channel is archived, so I can't answer in it.",
+    "restricted_action": "I'm not allowed to post in this channel.",
+    "msg_too_long": "My answer was too long for Slack, even split into several messages.",
+}
+
+
+def refused_sentence(code: str) -> str:
+    """What the asker is told privately when Slack refused the answer."""
+    reason = REFUSED.get(code, "Slack refused my answer here.")
+    return f"I couldn't answer you here: {reason} ({code})"
 
 
 class DownloadError(Exception):
@@ -156,8 +172,20 @@ class Runtime:
             log.exception("answering %s in %s failed", message.id, place.channel)
             await self.say(place, FAILED)
             return
-        if reply.error and not reply.visible:
+        if isinstance(reply.refusal, CredentialRefused):
+            return  # nothing can reach the asker until the token works again
+        if reply.refusal is not None:
+            await self.tell_refused(place, reply.refusal.code)
+        elif reply.error and not reply.visible:
             await self.say(place, FAILED)
+
+    async def tell_refused(self, place: Place, code: str) -> None:
+        """Slack refused the answer in `place`: say so to the asker alone, once, where
+        Slack allows that (it is logged already)."""
+        if place.user:
+            await self.api.ephemeral(
+                place.channel, place.thread_ts, place.user, refused_sentence(code)
+            )
 
     async def post(self, key: ConversationKey, text: str) -> None:
         """Post `text` into a channel (or thread) unprompted, e.g. a daily digest."""

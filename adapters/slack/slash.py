@@ -18,6 +18,7 @@ from adapters.slack.delivery import Place
 from adapters.slack.render import markdown_message
 from adapters.slack.runtime import Runtime
 from bot.commands import REGISTRY
+from bot.text import repair
 from bot.types import ConversationKey, Message
 
 log = logging.getLogger("teambot.slack")
@@ -31,7 +32,7 @@ class Slash:
 
     async def handle(self, command: dict[str, Any], respond: AsyncRespond) -> None:
         name = str(command.get("command", "")).lstrip("/")
-        text = str(command.get("text") or "").strip()
+        text = repair(str(command.get("text") or "")).strip()
         channel = str(command.get("channel_id") or "")
         is_dm = channel.startswith("D") or command.get("channel_name") == "directmessage"
         key = ConversationKey("slack", str(command.get("team_id") or ""), channel)

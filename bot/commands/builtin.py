@@ -17,7 +17,9 @@ from bot.commands.registry import (
     Who,
 )
 from bot.digests import DEFAULT_TIME, parse_clock
+from bot.model import capabilities_of
 from bot.store import UsageTotals
+from bot.text import usd
 from bot.types import CommandResult
 
 DAY = 86_400.0
@@ -92,6 +94,13 @@ async def _reasoning(call: Call) -> CommandResult:
         return CommandResult(f"Reasoning here is **{current}**. Use `reasoning on|off|show`.")
     if choice not in REASONING_MODES:
         return CommandResult("Use `reasoning on`, `reasoning off` or `reasoning show`.", True)
+    can = capabilities_of(call.services.model)
+    if choice != "off" and not can.reasoning:
+        return CommandResult(
+            f"This bot's model provider ({can.provider}) does not support reasoning, "
+            "so I always answer directly.",
+            True,
+        )
     await call.services.set_setting(call.key, "reasoning", choice)
     return CommandResult(f"Reasoning **{choice}**. {REASONING_MEANING[choice]}")
 
@@ -192,7 +201,7 @@ def _line(label: str, totals: UsageTotals) -> str:
     calls = f"{totals.calls:,} model {'call' if totals.calls == 1 else 'calls'}"
     return (
         f"• {label}: {calls}, {totals.prompt_tokens:,} tokens in / "
-        f"{totals.completion_tokens:,} out, ${totals.cost_usd:.4f}"
+        f"{totals.completion_tokens:,} out, ${usd(totals.cost_usd)}"
     )
 
 

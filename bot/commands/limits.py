@@ -6,6 +6,7 @@ import re
 
 from bot.commands.registry import Call
 from bot.limits import scopes
+from bot.text import usd
 from bot.types import CommandResult
 
 USAGE = (
@@ -30,7 +31,7 @@ async def show(call: Call) -> CommandResult:
     lines = ["Spending limits (today, in the bot's time zone):"]
     for label, used, limit in await call.services.spending(call.key, call.author.id):
         cap = "no limit" if limit is None else f"${limit:.2f}"
-        lines.append(f"• {label}: ${used:.4f} spent, {cap}")
+        lines.append(f"• {label}: ${usd(used)} spent, {cap}")
     return CommandResult("\n".join(lines), True)
 
 

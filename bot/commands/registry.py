@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.config import Settings
+from bot.model import ModelClient
 from bot.store import UsageTotals
 from bot.types import Author, CommandResult, ConversationKey, ConversationSettings, Place
 
@@ -33,6 +34,7 @@ class Services(Protocol):
     """What command handlers may use of the engine (the engine implements it)."""
 
     settings: Settings
+    model: ModelClient  # asked for its `capabilities` (bot.model.capabilities_of)
 
     def is_admin(self, author: Author | str) -> bool:
         """In TEAMBOT_ADMIN_IDS, or (given an Author) an admin on its platform."""

@@ -52,6 +52,7 @@ class Reply:
         self.files_sent = False
         self.owes: tuple[str, ...] = ()  # budgets its final update will spend (while live)
         self.error = ""  # why the platform stopped this reply, if it did
+        self.refusal: Refused | None = None  # the platform's refusal that stopped it
         self._clock = clock
         self._notify = notify
         self.version = 0
@@ -168,9 +169,12 @@ class Reply:
         version = self.version
         try:
             await self._perform(step)
-        except TooLong:
+        except TooLong as exc:
             if self.limit <= MIN_LIMIT:
-                raise Refused("too long even in short messages") from None
+                detail = "too long even in short messages"
+                raise Refused(
+                    exc.code, platform=exc.platform, channel=exc.channel, detail=detail
+                ) from exc
             self.limit = max(MIN_LIMIT, int(min(self.limit, len(step.text)) * SHRINK))
             if not self.visible:
                 self.owes = ()  # its first text did not land: not live yet
@@ -241,7 +245,9 @@ class Reply:
         self.dirty = False
         self.closed.set()
 
-    def stop(self, error: str) -> None:
-        """The platform refused this reply for good: show nothing more."""
+    def stop(self, error: str, refusal: Refused | None = None) -> None:
+        """The platform refused this reply for good (`refusal`, when it said so) or a
+        request failed unexpectedly: show nothing more."""
         self.error = error
+        self.refusal = refusal
         self.close()

@@ -25,16 +25,28 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from bot import metrics
 from bot.delivery.budget import Budget
 from bot.delivery.plan import Kind, Priority, Step
 from bot.delivery.reply import Reply
 from bot.delivery.surface import Refused, Surface
+from bot.errors import CredentialRefused
 
 log = logging.getLogger("teambot.delivery")
 
 IDLE_WAKE_S = 60.0
 INDICATE = Step(Kind.INDICATE, Priority.INDICATE)
 PRUNE_OVER = 512  # budgets kept before idle ones are forgotten
+ACTIONS = {  # what a step was doing, for the log line when a platform refuses it
+    Kind.POST: "posting a reply",
+    Kind.EDIT: "editing a reply",
+    Kind.DELETE: "deleting part of a reply",
+    Kind.START: "starting a streamed reply",
+    Kind.APPEND: "streaming a reply",
+    Kind.STOP: "finishing a streamed reply",
+    Kind.ABANDON: "ending a streamed reply",
+    Kind.INDICATE: "showing that the bot is working",
+}
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,9 @@ class Scheduler:
         self._jobs: set[asyncio.Task[None]] = set()
         self._owed: Counter[str] = Counter()
         self._waiting_first = 0
+        # First and final updates held back by budgets, since when (for the metrics).
+        self._held: dict[Reply, float] = {}
+        self._platform = metrics.platform_of(limits)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -127,6 +142,7 @@ class Scheduler:
         for reply in list(self._replies):
             if reply.closed.is_set() and not reply.inflight:
                 self._replies.discard(reply)
+                self._held.pop(reply, None)
                 continue
             self._owed.update(reply.owes)
             self._waiting_first += not reply.visible and not reply.closed.is_set()
@@ -151,6 +167,8 @@ class Scheduler:
                 self._start(reply, step, now)
             else:
                 wake = min(wake, at)
+                if step.priority < Priority.OVERFLOW:  # no courtesy interval: budget alone
+                    self._held.setdefault(reply, now)
         return None if wake == math.inf else max(0.0, wake - now)
 
     def _allowed_at(self, reply: Reply, step: Step, now: float) -> float:
@@ -188,6 +206,9 @@ class Scheduler:
         return owed + limit.growth_keep
 
     def _start(self, reply: Reply, step: Step, now: float) -> None:
+        held = self._held.pop(reply, None) if step.priority < Priority.OVERFLOW else None
+        if held is not None:
+            metrics.rate_limit_wait(self._platform, now - held)
         scopes = reply.surface.scopes(step.kind)
         for scope in scopes:
             self.budget(scope)[1].acquire(now)
@@ -202,8 +223,11 @@ class Scheduler:
         try:
             await reply.perform(step)
         except Refused as exc:
-            log.warning("the platform refused a reply update (%s); giving up on it", exc)
-            reply.stop(str(exc))
+            # Expected in a channel the bot may not use: one line, no traceback; a refused
+            # token refuses everything, so that is said once a minute.
+            if not isinstance(exc, CredentialRefused) or exc.due():
+                log.warning("%s; the reply stops there", exc.line(ACTIONS[step.kind]))
+            reply.stop(exc.code, exc)
         except Exception:
             log.exception("reply update failed")
             reply.stop("bug")

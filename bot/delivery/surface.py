@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from bot.delivery.compose import File, Style
 from bot.delivery.plan import Kind
+from bot.errors import PlatformRefused
 
 
 class DeliveryError(Exception):
@@ -21,11 +22,16 @@ class DeliveryError(Exception):
 
 
 class TooLong(DeliveryError):
-    """The platform refused a message as too long for it."""
+    """The platform refused a message as too long for it (`code` is its error code)."""
+
+    def __init__(self, code: str = "too_long", *, platform: str = "", channel: str = "") -> None:
+        super().__init__(code)
+        self.code, self.platform, self.channel = code, platform, channel
 
 
-class Refused(DeliveryError):
-    """The platform refused a request and will refuse it again (permissions, gone, ...)."""
+# The platform refused a request and will refuse it again (permissions, gone, ...):
+# the one bot-level exception every adapter translates its platform's refusals into.
+Refused = PlatformRefused
 
 
 class NativeStream(Protocol):

@@ -167,6 +167,7 @@ class UsageRecord:
     outcome: str  # "ok", "cut_off", or the error class name
     created_at: float | None = None
     kind: str = "reply"  # "reply", "tool_round", later "summary", "ocr", ...
+    cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,12 @@ class UsageTotals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    cached_tokens: int = 0  # of prompt_tokens
+
+    @property
+    def cached_share(self) -> float:
+        """The part of the prompt tokens the provider's cache served, 0 to 1."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -439,7 +446,8 @@ class Store(Protocol):
 
     async def purge_older(self, before: float) -> int:
         """Delete messages created before `before` (usage rows stay: they hold no text) and
-        the running summaries ('memory' settings) of conversations that lost messages.
+        the running summaries ('memory' settings) of conversations that lost messages, and
+        the text read out of files (`extract`) kept since before then.
         Returns how many messages were deleted."""
         ...
 
@@ -448,6 +456,17 @@ class Store(Protocol):
     async def get_meta(self, name: str) -> str | None: ...
 
     async def set_meta(self, name: str, value: str) -> None: ...
+
+    # What was read out of attached files (OCR pages, transcripts), kept by content hash
+
+    async def extract(self, key: str) -> str | None:
+        """The text kept under `key` (a file's sha256 plus how it was read), if any."""
+        ...
+
+    async def save_extract(self, key: str, kind: str, content: str) -> None:
+        """Keep `content` (of `kind`: "ocr", "pdf_text", "transcript") under `key`;
+        saving the same key again replaces it."""
+        ...
 
     async def aclose(self) -> None: ...
 

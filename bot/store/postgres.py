@@ -11,11 +11,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bot.cluster import Cluster, LocalCluster
+from bot.errors import ConfigError
 from bot.store import (
     INSERT_COLUMNS,
     AuditEntry,
@@ -199,6 +201,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         DROP INDEX idx_usage_time;
         """,
     ),
+    (
+        "m005_cached_tokens",
+        """
+        -- Prompt tokens the provider served from its cache, billed at the cached rate.
+        ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        "m006_extracts",
+        """
+        -- Text read out of attached files (OCR pages, transcripts) by content hash, so
+        -- the same file is never paid for twice, across restarts too.
+        CREATE TABLE extracts (
+            key TEXT PRIMARY KEY, kind TEXT NOT NULL, content TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL);
+        """,
+    ),
     ("m007_turns", TURNS_MIGRATION),  # bot/store/pg_cluster.py
 ]
 EVENT_TTL_SECONDS = 7 * 24 * 3600
@@ -213,6 +232,15 @@ SEARCH_SETTINGS = (
     "SELECT set_config('random_page_cost', '1.1', true), "
     "set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)"
 )
+
+
+async def _connect(url: str) -> AsyncConnection[Any]:
+    """One connection; ConfigError names DATABASE_URL and why it failed (no password)."""
+    try:
+        return await AsyncConnection.connect(url, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError("DATABASE_URL", f"cannot connect to PostgreSQL: {reason}") from None
 
 
 class PostgresStore:
@@ -230,8 +258,9 @@ class PostgresStore:
                 await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
                 await conn.commit()
 
-        if schema:
-            async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        # One plain connection first: an unusable DATABASE_URL fails here with its reason.
+        async with await _connect(url) as conn:
+            if schema:
                 await conn.execute(
                     sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
                 )
@@ -243,7 +272,11 @@ class PostgresStore:
             configure=configure,
             kwargs={"row_factory": dict_row, "autocommit": True},
         )
-        await pool.open(wait=True, timeout=10)
+        try:
+            await pool.open(wait=True, timeout=10)
+        except PoolTimeout:
+            await pool.close()
+            raise ConfigError("DATABASE_URL", "no connection to PostgreSQL within 10 s") from None
         store = cls(pool)
         await store._migrate()
         cluster = PostgresCluster(url, pool, schema)
@@ -478,13 +511,27 @@ class PostgresStore:
             [name, value, value],
         )
 
+    # Extracts
+
+    async def extract(self, key: str) -> str | None:
+        rows = await self._all("SELECT content FROM extracts WHERE key = %s", [key])
+        return str(rows[0]["content"]) if rows else None
+
+    async def save_extract(self, key: str, kind: str, content: str) -> None:
+        await self._count(
+            "INSERT INTO extracts VALUES (%s, %s, %s, %s) ON CONFLICT (key) DO UPDATE "
+            "SET kind = EXCLUDED.kind, content = EXCLUDED.content, "
+            "created_at = EXCLUDED.created_at",
+            [key, kind, content, time.time()],
+        )
+
     # Usage
 
     async def record_usage(self, record: UsageRecord) -> None:
         await self._count(
             "INSERT INTO usage(created_at, platform, conversation, user_id, model, "
-            "prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome, kind) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome, kind, "
+            "cached_tokens) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 record.created_at or time.time(),
                 record.platform,
@@ -497,6 +544,7 @@ class PostgresStore:
                 record.latency_ms,
                 record.outcome,
                 record.kind,
+                record.cached_tokens,
             ],
         )
 
@@ -522,19 +570,26 @@ class PostgresStore:
         row = (
             await self._all(
                 "SELECT count(*) AS calls, coalesce(sum(prompt_tokens), 0) AS p, "
-                "coalesce(sum(completion_tokens), 0) AS c, coalesce(sum(cost_usd), 0) AS cost "
+                "coalesce(sum(completion_tokens), 0) AS c, coalesce(sum(cost_usd), 0) AS cost, "
+                "coalesce(sum(cached_tokens), 0) AS cached "
                 f"FROM usage WHERE {' AND '.join(where)}",
                 params,
             )
         )[0]
-        return UsageTotals(int(row["calls"]), int(row["p"]), int(row["c"]), float(row["cost"]))
+        return UsageTotals(
+            int(row["calls"]),
+            int(row["p"]),
+            int(row["c"]),
+            float(row["cost"]),
+            int(row["cached"]),
+        )
 
     async def usage_rows(self, *, since: float | None = None) -> Sequence[UsageRow]:
         rows = await self._all(
             "SELECT to_char(to_timestamp(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, "
             "platform, user_id, count(*) AS calls, sum(prompt_tokens) AS p, "
-            "sum(completion_tokens) AS c, sum(cost_usd) AS cost FROM usage "
-            "WHERE created_at >= %s GROUP BY day, platform, user_id "
+            "sum(completion_tokens) AS c, sum(cost_usd) AS cost, sum(cached_tokens) AS cached "
+            "FROM usage WHERE created_at >= %s GROUP BY day, platform, user_id "
             "ORDER BY day, platform, user_id",
             [since or 0.0],
         )
@@ -543,7 +598,9 @@ class PostgresStore:
                 r["day"],
                 r["platform"],
                 r["user_id"],
-                UsageTotals(int(r["calls"]), int(r["p"]), int(r["c"]), float(r["cost"])),
+                UsageTotals(
+                    int(r["calls"]), int(r["p"]), int(r["c"]), float(r["cost"]), int(r["cached"])
+                ),
             )
             for r in rows
         ]
@@ -765,6 +822,8 @@ class PostgresStore:
         return user_export(platform, user_id, messages, usage, settings, entries)
 
     async def purge_older(self, before: float) -> int:
+        # What was read out of files is message text too: it goes with them.
+        await self._count("DELETE FROM extracts WHERE created_at < %s", [before])
         total = 0
         while True:  # in batches: short transactions, other writers go in between
             rows = await self._all(

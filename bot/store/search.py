@@ -199,6 +199,7 @@ USAGE_EXPORTED = (
     "latency_ms",
     "outcome",
     "kind",
+    "cached_tokens",
 )
 
 

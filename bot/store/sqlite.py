@@ -18,6 +18,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from bot.cluster import Cluster, LocalCluster
+from bot.errors import ConfigError
 from bot.store import (
     INSERT_COLUMNS,
     AuditEntry,
@@ -285,6 +286,31 @@ def m003_spend(db: Database) -> None:
     db.execute("DROP INDEX idx_usage_conversation")
 
 
+@migrations()
+def m004_cached_tokens(db: Database) -> None:
+    # Prompt tokens the provider served from its cache, billed at the cached rate.
+    db.execute("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m005_extracts(db: Database) -> None:
+    # Text read out of attached files (OCR pages, transcripts) by content hash, so the
+    # same file is never paid for twice, across restarts too.
+    db.execute(
+        "CREATE TABLE extracts (key TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+        "content TEXT NOT NULL, created_at REAL NOT NULL)"
+    )
+
+
+def _reason(exc: OSError | sqlite3.Error) -> str:
+    """Why a database path can't be used, in a few words."""
+    if isinstance(exc, FileExistsError):  # mkdir met a file where a directory should be
+        return f"{exc.filename} is not a directory"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({exc.filename})" if exc.filename else exc.strerror
+    return str(exc)
+
+
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -294,8 +320,14 @@ class SQLiteStore:
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
+        """Open (creating it and its directory if missing) and migrate the database file;
+        ConfigError names DATABASE_URL when the path can't be used."""
         store = cls(path)
-        await store._run(store._open)
+        try:
+            await store._run(store._open)
+        except (OSError, sqlite3.Error) as exc:
+            store._worker.close()
+            raise ConfigError("DATABASE_URL", f"cannot use {path}: {_reason(exc)}") from None
         return store
 
     def _open(self) -> None:
@@ -556,14 +588,34 @@ class SQLiteStore:
     async def set_meta(self, name: str, value: str) -> None:
         await self._run(self._set_meta, name, value)
 
+    # Extracts
+
+    def _extract(self, key: str) -> str | None:
+        rows = self._rows("SELECT content FROM extracts WHERE key = ?", [key])
+        return str(rows[0]["content"]) if rows else None
+
+    async def extract(self, key: str) -> str | None:
+        return await self._run(self._extract, key)
+
+    def _save_extract(self, key: str, kind: str, content: str) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO extracts(key, kind, content, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                [key, kind, content, time.time()],
+            )
+
+    async def save_extract(self, key: str, kind: str, content: str) -> None:
+        await self._run(self._save_extract, key, kind, content)
+
     # Usage
 
     def _record_usage(self, record: UsageRecord) -> None:
         with self.db.atomic():
             self.db.execute(
                 "INSERT INTO usage(created_at, platform, conversation, user_id, model, "
-                "prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome, kind) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "prompt_tokens, completion_tokens, cost_usd, latency_ms, outcome, kind, "
+                "cached_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     record.created_at or time.time(),
                     record.platform,
@@ -576,6 +628,7 @@ class SQLiteStore:
                     record.latency_ms,
                     record.outcome,
                     record.kind,
+                    record.cached_tokens,
                 ],
             )
 
@@ -602,11 +655,11 @@ class SQLiteStore:
             params.append(kind)
         row = self._rows(
             "SELECT count(*) AS calls, coalesce(sum(prompt_tokens), 0) AS p, "
-            "coalesce(sum(completion_tokens), 0) AS c, coalesce(sum(cost_usd), 0) AS cost "
-            f"FROM usage WHERE {' AND '.join(where)}",
+            "coalesce(sum(completion_tokens), 0) AS c, coalesce(sum(cost_usd), 0) AS cost, "
+            f"coalesce(sum(cached_tokens), 0) AS cached FROM usage WHERE {' AND '.join(where)}",
             params,
         )[0]
-        return UsageTotals(row["calls"], row["p"], row["c"], row["cost"])
+        return UsageTotals(row["calls"], row["p"], row["c"], row["cost"], row["cached"])
 
     async def usage_totals(
         self,
@@ -621,7 +674,8 @@ class SQLiteStore:
     def _usage_rows(self, since: float | None) -> list[UsageRow]:
         rows = self._rows(
             "SELECT date(created_at, 'unixepoch') AS day, platform, user_id, count(*) AS calls, "
-            "sum(prompt_tokens) AS p, sum(completion_tokens) AS c, sum(cost_usd) AS cost "
+            "sum(prompt_tokens) AS p, sum(completion_tokens) AS c, sum(cost_usd) AS cost, "
+            "sum(cached_tokens) AS cached "
             "FROM usage WHERE created_at >= ? GROUP BY day, platform, user_id "
             "ORDER BY day, platform, user_id",
             [since or 0.0],
@@ -631,7 +685,7 @@ class SQLiteStore:
                 r["day"],
                 r["platform"],
                 r["user_id"],
-                UsageTotals(r["calls"], r["p"], r["c"], r["cost"]),
+                UsageTotals(r["calls"], r["p"], r["c"], r["cost"], r["cached"]),
             )
             for r in rows
         ]
@@ -931,7 +985,13 @@ class SQLiteStore:
             )
             return cursor.rowcount
 
+    def _purge_extracts(self, before: float) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM extracts WHERE created_at < ?", [before])
+
     async def purge_older(self, before: float) -> int:
+        # What was read out of files is message text too: it goes with them.
+        await self._run(self._purge_extracts, before)
         total = 0
         while True:  # in batches, so other calls get the worker (and the lock) in between
             deleted = await self._run(self._purge_batch, before)

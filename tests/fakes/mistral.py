@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.mistral_files import FileEndpoints
+
 ALLOWED_FIELDS = frozenset(
     {
         *("model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop"),
@@ -31,6 +33,7 @@ ALLOWED_FIELDS = frozenset(
     }
 )
 EFFORTS = ("none", "high")
+CACHE_BLOCK = 64  # tokens: the prefix cache works in whole blocks
 CONTEXT_ERROR = (
     "Prompt contains 300000 tokens, too large for model with 262144 maximum context length"
 )
@@ -48,7 +51,7 @@ class Reply:
     text: str
     thinking: str = ""
     chunks: list[str] | None = None
-    usage: dict[str, int] | None = None
+    usage: dict[str, Any] | None = None
     finish_reason: str = "stop"
 
 
@@ -74,7 +77,7 @@ class ToolCalls:
     calls: Sequence[ToolCall]
     text: str = ""
     split_arguments: bool = False
-    usage: dict[str, int] | None = None
+    usage: dict[str, Any] | None = None
     finish_reason: str = "tool_calls"
     disconnect_before_finish: bool = False
 
@@ -269,6 +272,10 @@ class FakeMistral:
         self._queue: deque[Scripted] = deque()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        # OCR and transcription (tests/fakes/mistral_files.py)
+        self.files = FileEndpoints(lambda: self.api_key)
+        # Prompt caching: the last prompt seen under each `prompt_cache_key`.
+        self.cached_prompts: dict[str, str] = {}
 
     def enqueue(self, *responses: Scripted) -> None:
         self._queue.extend(responses)
@@ -276,6 +283,7 @@ class FakeMistral:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
+        self.files.install(app)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -357,6 +365,11 @@ class FakeMistral:
         if problems:
             detail = {"detail": problems}
             return web.json_response(error_body(detail, "invalid_request_error"), status=422)
+        cache_key = body.get("prompt_cache_key")
+        if cache_key is not None and not isinstance(cache_key, str):
+            problem = {"type": "string_type", "loc": ["body", "prompt_cache_key"]}
+            detail = {"detail": [{**problem, "msg": "Input should be a valid string"}]}
+            return web.json_response(error_body(detail, "invalid_request_error"), status=422)
         effort = body.get("reasoning_effort")
         if effort is not None and effort not in EFFORTS:
             message = (
@@ -389,15 +402,30 @@ class FakeMistral:
 
     def _usage(
         self, body: dict[str, Any], completion: int, scripted: Reply | ToolCalls | None
-    ) -> dict[str, int]:
+    ) -> dict[str, Any]:
         if scripted is not None and scripted.usage is not None:
             return scripted.usage
-        prompt = len(json.dumps(body.get("messages", []))) // 3
+        text = json.dumps(body.get("messages", []))
+        prompt = len(text) // 3
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": self._cached(body, text, prompt)},
         }
+
+    def _cached(self, body: dict[str, Any], text: str, prompt: int) -> int:
+        """Prompt tokens served from the cache: the prefix this request shares with the last
+        one under the same `prompt_cache_key`, in whole 64-token blocks (none without a key)."""
+        key = body.get("prompt_cache_key")
+        if not isinstance(key, str):
+            return 0
+        previous = self.cached_prompts.get(key, "")
+        self.cached_prompts[key] = text
+        pairs = enumerate(zip(previous, text, strict=False))
+        same = next((i for i, (a, b) in pairs if a != b), None)
+        shared = (min(len(previous), len(text)) if same is None else same) // 3
+        return min(prompt, shared // CACHE_BLOCK * CACHE_BLOCK)
 
     def _complete(self, body: dict[str, Any], scripted: Scripted) -> web.Response:
         """The non-streaming shape, for callers that do not ask for `stream`."""
@@ -427,7 +455,7 @@ class FakeMistral:
 
     @staticmethod
     def _completion(
-        body: dict[str, Any], choice: dict[str, Any], usage: dict[str, int]
+        body: dict[str, Any], choice: dict[str, Any], usage: dict[str, Any]
     ) -> web.Response:
         return web.json_response(
             {

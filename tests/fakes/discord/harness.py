@@ -41,18 +41,23 @@ async def start_adapter(engine: Engine, fake: FakeDiscord, **overrides: Any) -> 
     discord.py holds on_ready back ~2 s waiting for more guilds; events are handled before
     that, in order, so waiting for the fake's session is enough and keeps tests fast.
     """
-    identifies = fake.gateway.identifies - fake.gateway.closed_4014
-    adapter = DiscordAdapter(engine, settings_for(fake, **overrides))
+    gateway = fake.gateway
+    identifies = gateway.identifies - gateway.closed_4014
+    settings = settings_for(fake, **overrides)
+    adapter = DiscordAdapter(engine, settings)
     task = asyncio.create_task(adapter.run())
 
+    def up() -> bool:
+        if gateway.identifies - gateway.closed_4014 <= identifies:
+            return False
+        if settings.shard_ids:  # only some shards: the others belong to other processes
+            return all(
+                s in gateway.sessions and gateway.sessions[s].live for s in settings.shard_ids
+            )
+        return gateway.connected.is_set()
+
     async def session_up() -> None:
-        await fake.wait_until(
-            lambda: (
-                fake.gateway.identifies - fake.gateway.closed_4014 > identifies
-                and fake.gateway.connected.is_set()
-            ),
-            what="a gateway session",
-        )
+        await fake.wait_until(up, what="a gateway session")
 
     ready = asyncio.create_task(session_up())
     done, _ = await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)

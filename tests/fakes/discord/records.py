@@ -58,6 +58,7 @@ class RequestLog:
     method: str
     path: str
     status: int
+    port: int = 0  # the fake's port it came in on (see FakeDiscord.listen)
 
 
 _USER = re.compile(r"<@!?(\d+)>")

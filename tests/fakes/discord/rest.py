@@ -39,14 +39,46 @@ def _error(status: int, code: int, message: str) -> web.Response:
     return _json({"code": code, "message": message}, status)
 
 
+def local_port(request: web.Request) -> int:
+    """The fake's port a request came in on, which tells apart clients given different ports."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return int(sockname[1]) if sockname else 0
+
+
+# Discord's answers when it refuses a message in a channel: code -> (status, message).
+REFUSALS = {
+    50013: (403, "Missing Permissions"),
+    50001: (403, "Missing Access"),
+    10003: (404, "Unknown Channel"),
+}
+
+
 class Rest:
     def __init__(self, fake: FakeDiscord) -> None:
         self.fake = fake
+        self.refusing: dict[str, int] = {}  # channel id -> the code its sends and edits get
+
+    def refuse(self, cid: str, code: int | None) -> None:
+        """Sends and edits in channel `cid` fail from now on with Discord's `code` (50013
+        Missing Permissions, 50001 Missing Access: 403; 10003 Unknown Channel: 404);
+        None lifts it."""
+        if code is None:
+            self.refusing.pop(cid, None)
+        else:
+            self.refusing[cid] = code
+
+    def _refusal(self, request: web.Request, cid: str) -> web.Response | None:
+        code = self.refusing.get(cid)
+        if code is None:
+            return None
+        status, message = REFUSALS[code]
+        self._log(request, status)
+        return _error(status, code, message)
 
     def install(self, app: web.Application) -> None:
         r = app.router
         r.add_get(API + "/gateway", self.get_gateway)
-        r.add_get(API + "/gateway/bot", self.get_gateway)
+        r.add_get(API + "/gateway/bot", self.get_bot_gateway)
         r.add_get(API + "/users/@me", self.get_me)
         r.add_get(API + "/oauth2/applications/@me", self.get_app)
         r.add_get(API + "/applications/@me", self.get_app)
@@ -101,7 +133,7 @@ class Rest:
         return refused
 
     def _log(self, request: web.Request, status: int) -> None:
-        self.fake.log_request(request.method, request.path, status)
+        self.fake.log_request(request.method, request.path, status, port=local_port(request))
 
     @staticmethod
     async def _body(request: web.Request) -> tuple[Any, dict[str, bytes]]:
@@ -131,15 +163,23 @@ class Rest:
 
     async def get_gateway(self, request: web.Request) -> web.Response:
         self._log(request, 200)
+        return _json({"url": self.fake.gateway_url})
+
+    async def get_bot_gateway(self, request: web.Request) -> web.Response:
+        """The gateway URL, the recommended shard count and the session start limits."""
+        denied = self._check_auth(request)
+        self._log(request, 401 if denied else 200)
+        if denied:
+            return denied
         return _json(
             {
-                "url": self.fake.gateway_url,
-                "shards": 1,
+                "url": self.fake.bot_gateway_url or self.fake.gateway_url,
+                "shards": self.fake.recommended_shards,
                 "session_start_limit": {
                     "total": 1000,
                     "remaining": 999,
                     "reset_after": 0,
-                    "max_concurrency": 1,
+                    "max_concurrency": self.fake.max_concurrency,
                 },
             }
         )
@@ -250,6 +290,8 @@ class Rest:
         if cid not in self.fake.channels:
             self._log(request, 404)
             return _error(404, 10003, "Unknown Channel")
+        if (refusal := self._refusal(request, cid)) is not None:
+            return refusal
         refused, headers = await self._gate(request, "create", cid)
         if refused:
             self._log(request, 429)
@@ -264,6 +306,8 @@ class Rest:
 
     async def edit_message(self, request: web.Request) -> web.Response:
         cid, mid = request.match_info["cid"], request.match_info["mid"]
+        if (refusal := self._refusal(request, cid)) is not None:
+            return refusal
         refused, headers = await self._gate(request, "edit", cid)
         if refused:
             self._log(request, 429)

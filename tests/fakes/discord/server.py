@@ -32,8 +32,15 @@ class FakeDiscord:
         message_content_allowed: bool = True,
         enforce_limits: bool = True,
         channels: int = 2,
+        shards: int = 1,
     ) -> None:
         self.message_content_allowed = message_content_allowed
+        self.recommended_shards = shards  # what GET /gateway/bot advises
+        self.bot_gateway_url: str | None = None  # GET /gateway/bot's url (default: ours)
+        self.max_concurrency = 1  # IDENTIFY buckets (shard id % this), as /gateway/bot says
+        # When set, an IDENTIFY sooner than this after the last one of its bucket is refused
+        # with Invalid Session, as Discord does; off by default so tests may restart quickly.
+        self.identify_window_s = 0.0
         self.limits = Limits(enabled=enforce_limits)
         self.app_id = payloads.snowflake()
         self.bot_id = self.app_id
@@ -108,6 +115,19 @@ class FakeDiscord:
             bits |= int(self.roles[rid]["permissions"])
         return payloads.ALL_PERMISSIONS if bits & payloads.ADMINISTRATOR else str(bits)
 
+    def add_guild(self, name: str, *, shard: tuple[int, int] | None = None) -> str:
+        """Another server the bot is in (add it before the bot connects), with every user
+        as a member; `shard=(id, count)` picks an id whose events go to that shard."""
+        gid = payloads.snowflake()
+        if shard is not None:
+            shard_id, count = shard
+            # The shard is the snowflake's millisecond timestamp modulo the count.
+            ms = int(gid) >> 22
+            ms -= (ms - shard_id) % count
+            gid = str((ms << 22) | (int(gid) & 0x3FFFFF))
+        self.guilds[gid] = {"name": name, "channels": {}, "threads": {}}
+        return gid
+
     def add_category(self, name: str) -> str:
         """A channel category (type 4); `add_channel(..., category=id)` files channels in it."""
         cid = payloads.snowflake()
@@ -116,31 +136,40 @@ class FakeDiscord:
         self.by_name[name] = cid
         return cid
 
-    def add_channel(self, name: str, *, private: bool = False, category: str | None = None) -> str:
-        """A text channel; a private one hides itself from @everyone (whose role id is
-        the guild's id), as Discord's channel permission overwrites do."""
+    def add_channel(
+        self,
+        name: str,
+        *,
+        private: bool = False,
+        category: str | None = None,
+        guild: str | None = None,
+    ) -> str:
+        """A text channel (in the first guild unless `guild` is given); a private one hides
+        itself from @everyone (whose role id is the guild's id), as Discord's channel
+        permission overwrites do."""
         cid = payloads.snowflake()
-        self.channels[cid] = payloads.text_channel(cid, self.guild_id, name, category)
+        gid = guild or self.guild_id
+        self.channels[cid] = payloads.text_channel(cid, gid, name, category)
         if private:
-            deny_view = {"id": self.guild_id, "type": 0, "allow": "0", "deny": str(1 << 10)}
+            deny_view = {"id": gid, "type": 0, "allow": "0", "deny": str(1 << 10)}
             self.channels[cid]["permission_overwrites"] = [deny_view]
-        self.guilds[self.guild_id]["channels"][cid] = self.channels[cid]
+        self.guilds[gid]["channels"][cid] = self.channels[cid]
         self.by_name[name] = cid
         return cid
 
     async def make_private(self, channel_id: str) -> None:
         """Hide a channel from @everyone, as a moderator does, and tell the bot."""
-        deny_view = {"id": self.guild_id, "type": 0, "allow": "0", "deny": str(1 << 10)}
+        gid = self.channels[channel_id]["guild_id"]
+        deny_view = {"id": gid, "type": 0, "allow": "0", "deny": str(1 << 10)}
         self.channels[channel_id]["permission_overwrites"] = [deny_view]
         await self.gateway.dispatch("CHANNEL_UPDATE", dict(self.channels[channel_id]))
 
     def add_thread(self, parent: str, name: str) -> str:
         tid = payloads.snowflake()
-        data = payloads.thread_channel(
-            tid, self.guild_id, self.by_name[parent], name, self.owner_id
-        )
+        gid = self.channels[self.by_name[parent]]["guild_id"]
+        data = payloads.thread_channel(tid, gid, self.by_name[parent], name, self.owner_id)
         self.channels[tid] = data
-        self.guilds[self.guild_id]["threads"][tid] = data
+        self.guilds[gid]["threads"][tid] = data
         self.by_name[name] = tid
         return tid
 
@@ -176,9 +205,16 @@ class FakeDiscord:
         self.rest.install(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
+        self.port = await self.listen()
+
+    async def listen(self) -> int:
+        """Serve on one more port too and return it: clients given different ports (see
+        `api_base_url_at`) are told apart in `requests` and the gateway's `identified`."""
+        assert self._runner is not None, "start() first"
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return port
 
     async def close(self) -> None:
         await self.gateway.drop(1001)
@@ -196,6 +232,14 @@ class FakeDiscord:
     @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
+
+    @staticmethod
+    def api_base_url_at(port: int) -> str:
+        return f"http://127.0.0.1:{port}/api/v10"
+
+    @staticmethod
+    def gateway_url_at(port: int) -> str:
+        return f"ws://127.0.0.1:{port}/gateway"
 
     @property
     def resume_gateway_url(self) -> str:
@@ -279,6 +323,44 @@ class FakeDiscord:
         await self.gateway.dispatch("MESSAGE_CREATE", data)
         return data
 
+    async def user_voice_message(
+        self,
+        channel_id: str,
+        author_id: str,
+        blob: bytes,
+        seconds: float,
+        *,
+        reply_to: str | None = None,
+    ) -> dict[str, Any]:
+        """A person records a voice message: no text, the IS_VOICE_MESSAGE flag (1 << 13)
+        and one audio/ogg attachment with `duration_secs` and a base64 `waveform`."""
+        aid = payloads.snowflake()
+        self.files[aid] = ("voice-message.ogg", blob)
+        url = f"{self.base}/attachments/{aid}/voice-message.ogg"
+        file = payloads.attachment(aid, "voice-message.ogg", "audio/ogg", len(blob), url)
+        file.update(duration_secs=seconds, waveform="AAAAAAAAAAAA")
+        reference = referenced = None
+        if reply_to is not None:
+            referenced = self.messages[reply_to]
+            reference = {
+                "message_id": reply_to,
+                "channel_id": channel_id,
+                "guild_id": self.channels[channel_id].get("guild_id"),
+            }
+        data = self._message_payload(
+            channel_id,
+            author_id,
+            "",
+            mentions=[referenced["author"]] if referenced else [],
+            attachments=[file],
+            reference=reference,
+            referenced=referenced,
+        )
+        data["flags"] = 1 << 13
+        self.messages[data["id"]] = data
+        await self.gateway.dispatch("MESSAGE_CREATE", data)
+        return data
+
     async def user_edit(self, message_id: str, text: str) -> None:
         data = self.messages[message_id]
         data.update(
@@ -356,7 +438,7 @@ class FakeDiscord:
             "app_permissions": payloads.ALL_PERMISSIONS,
             "locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": self.guild_id},
+            "authorizing_integration_owners": {"0": ch.get("guild_id", self.guild_id)},
             "attachment_size_limit": 10 * 1024 * 1024,
         }
         if "guild_id" in ch:
@@ -403,8 +485,8 @@ class FakeDiscord:
     def requests_to(self, method: str, fragment: str) -> list[RequestLog]:
         return [r for r in self.requests if r.method == method and fragment in r.path]
 
-    def log_request(self, method: str, path: str, status: int) -> None:
-        self.requests.append(RequestLog(time.monotonic(), method, path, status))
+    def log_request(self, method: str, path: str, status: int, *, port: int = 0) -> None:
+        self.requests.append(RequestLog(time.monotonic(), method, path, status, port))
 
     @staticmethod
     async def wait_until(cond: Callable[[], Any], limit: float = 10.0, what: str = "") -> Any:

@@ -27,6 +27,19 @@ from tests.fakes.slack.limits import SLACK_RULES, Limiter
 from tests.fakes.slack.records import PING, Call, Delivery, Posted
 from tests.fakes.slack.socket import SocketHub
 
+# Methods that write into a channel, which a refusing channel refuses.
+REFUSABLE = frozenset(
+    {
+        "chat.postMessage",
+        "chat.update",
+        "chat.startStream",
+        "chat.appendStream",
+        "chat.stopStream",
+        "chat.postEphemeral",
+    }
+)
+# Codes under which even an ephemeral message there is refused.
+EPHEMERAL_REFUSED = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
 
 
@@ -73,6 +86,10 @@ class FakeSlack:
         self.streaming_enabled = True
         self.status_enabled = True
         self.expire_streams = False
+        # channel -> the error code every post there gets (see `refuse`)
+        self.refusing: dict[str, str] = {}
+        # token -> the error code Slack answers for it (see `refuse_token`)
+        self.refused_tokens: dict[str, str] = {}
         self.mode = "socket"
         self.http_url = ""
         self.ticket = 0
@@ -141,6 +158,32 @@ class FakeSlack:
             return token == self.app_token
         return token == self.bot_token
 
+    def refuse_token(self, token: str, code: str | None = "invalid_auth") -> None:
+        """Slack refuses `token` from now on with `code` (invalid_auth, not_authed,
+        account_inactive, token_revoked); None accepts it again."""
+        if code is None:
+            self.refused_tokens.pop(token, None)
+        else:
+            self.refused_tokens[token] = code
+
+    def refuse(self, channel: str, code: str | None) -> None:
+        """Posts in `channel` are refused with `code` from now on, as Slack refuses them:
+        restricted_action (posting not allowed), not_in_channel, channel_not_found,
+        is_archived, msg_too_long; None lifts it. Ephemeral messages there are refused
+        too where Slack would (not a member, no channel, archived)."""
+        if code is None:
+            self.refusing.pop(channel, None)
+        else:
+            self.refusing[channel] = code
+
+    def _refusal(self, method: str, args: dict[str, Any]) -> str | None:
+        code = self.refusing.get(str(args.get("channel") or args.get("channel_id") or ""))
+        if code is None or method not in REFUSABLE:
+            return None
+        if method == "chat.postEphemeral" and code not in EPHEMERAL_REFUSED:
+            return None
+        return code
+
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args = await self._args(request)
@@ -149,6 +192,12 @@ class FakeSlack:
         now = time.monotonic()
         if not self._token_ok(method, token):
             return self._reply(method, args, now, {"ok": False, "error": "invalid_auth"})
+        if token in self.refused_tokens:
+            error = self.refused_tokens[token]
+            return self._reply(method, args, now, {"ok": False, "error": error})
+        refused = self._refusal(method, args)
+        if refused is not None:
+            return self._reply(method, args, now, {"ok": False, "error": refused})
         injected = self._injected(method)
         retry_after = None
         if injected and injected[0] == 429:
@@ -293,9 +342,10 @@ class FakeSlack:
     # Files and response_url
 
     def add_file(
-        self, name: str, mime: str, data: bytes, *, login_page: bool = False
+        self, name: str, mime: str, data: bytes, *, login_page: bool = False, **fields: Any
     ) -> dict[str, Any]:
-        """A file object as in message events; `login_page` acts as if files:read is missing."""
+        """A file object as in message events; `login_page` acts as if files:read is missing;
+        `fields` adds to it (a voice clip's `subtype="slack_audio"` and `duration_ms`)."""
         file_id = f"F{next(self._ids):06d}"
         self.files[file_id] = (mime, data, login_page)
         url = f"http://127.0.0.1:{self.port}/files/{file_id}/{name}"
@@ -307,6 +357,7 @@ class FakeSlack:
             "size": len(data),
             "url_private": url,
             "url_private_download": url + "?download=1",
+            **fields,
         }
         return dict(found)
 
