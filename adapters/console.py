@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import BinaryIO, TextIO
 
-from bot.delivery import File, Limit, Scheduler, Style, Thinking, deliver, say
+from bot.delivery import Controls, File, Limit, Scheduler, Style, Thinking, deliver, say
 from bot.delivery.plan import Kind
 from bot.engine import Engine
 from bot.text import decode
@@ -60,7 +60,7 @@ class Printer:
         self.shown = text
         return True
 
-    async def finish(self, text: str) -> bool:
+    async def finish(self, text: str, *, controls: Controls | None = None) -> bool:
         if not text.startswith(self.shown):
             return False
         self._write(text[len(self.shown) :] + "\n")
@@ -87,12 +87,17 @@ class Terminal:
     def scopes(self, kind: Kind) -> Sequence[str]:
         return ()
 
-    async def post(self, text: str, files: Sequence[File]) -> object:
+    async def post(
+        self, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> object:
+        """A terminal has no buttons: `controls` are ignored."""
         self.out.write(text + "\n")
         self.out.flush()
         return text
 
-    async def edit(self, handle: object, text: str, files: Sequence[File]) -> object:
+    async def edit(
+        self, handle: object, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> object:
         # Printed text can't change: print the corrected text below it.
         return await self.post("\n" + text, files)
 
@@ -163,6 +168,7 @@ class ConsoleAdapter:
         # admin whom the access rules (bot/access.py) never refuse.
         self.author = Author("console", _user_name(), platform_admin=True)
         self.pacer = Scheduler(_unlimited)
+        self.pacer.journal = engine.journal
         self._interrupted = asyncio.Event()
         # While an answer is written: the engine's replies that were running before it.
         self._before: set[asyncio.Task[None]] | None = None

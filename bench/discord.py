@@ -1,14 +1,15 @@
 """Discord adapter under load: N concurrent conversations through the real discord.py client.
 
-    python -m bench.discord --n 1 10 50 500
+    python -m bench.discord --n 1 10 50 500 [--threads off]
 
 Per N, a fresh bot process (the production wiring: bot.app.open_engine, SQLite file,
 MistralClient, DiscordAdapter configured by DISCORD_API_BASE_URL / DISCORD_GATEWAY_URL)
 runs against FakeDiscord with Discord's limits enforced (5 sends+edits per 5 s per
 channel, 50 requests/s global; the bot's own messages and edits echoed back over the
 gateway) and FakeMistral streaming 200 tokens at 50/s after 0.3 s. Each conversation
-is its own channel, all mentioned at once. The fakes run in this process; the bot's CPU
-time and peak RSS are read from /proc for its process only.
+is its own channel, all mentioned at once; with TEAMBOT_DISCORD_THREADS on (the default)
+each mention gets its thread and the answer goes there. The fakes run in this process; the
+bot's CPU time and peak RSS are read from /proc for its process only.
 
 Run it as a module (`python -m bench.discord`): run as a script, this file's directory
 would shadow the `discord` package.
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import cpu_seconds, pct, peak_rss_mib
-from tests.fakes.discord import BOT_TOKEN, FakeDiscord
+from tests.fakes.discord import BOT_TOKEN, FakeDiscord, Posted
 from tests.fakes.mistral import FakeMistral, Reply, text_of
 
 TOKENS = 200
@@ -44,7 +45,7 @@ _CONVERSATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("conv
 # The bot process
 
 
-async def bot(api_url: str, gateway_url: str, mistral_url: str, db: str) -> None:
+async def bot(api_url: str, gateway_url: str, mistral_url: str, db: str, threads: str) -> None:
     from adapters.discord import DiscordAdapter
     from bot.app import load_config, open_engine
 
@@ -56,6 +57,7 @@ async def bot(api_url: str, gateway_url: str, mistral_url: str, db: str) -> None
         "MISTRAL_BASE_URL": mistral_url,
         "DATABASE_URL": f"sqlite:///{db}",
         "TEAMBOT_LOG_LEVEL": "WARNING",
+        "TEAMBOT_DISCORD_THREADS": threads,
     }
     config = load_config(env)
     _, discord_settings = config.platforms["Discord"]
@@ -121,15 +123,17 @@ class Result:
     n: int
     to_request: list[float] = field(default_factory=list)
     to_first_visible: list[float] = field(default_factory=list)
+    mention_to_visible: list[float] = field(default_factory=list)
     to_complete: list[float] = field(default_factory=list)
     edits: list[int] = field(default_factory=list)
     rate_limited: int = 0
     cpu_per_reply: float = 0.0
     rss_mib: float = 0.0
     wall: float = 0.0
+    threads: int = 0  # threads the bot started
 
 
-async def run(n: int) -> Result:
+async def run(n: int, threads: str = "on") -> Result:
     discord_fake = FakeDiscord(channels=n + 1)
     model = TaggedMistral(first_token_delay=0.3, token_interval=0.02, default_tokens=TOKENS)
     await discord_fake.start()
@@ -146,6 +150,7 @@ async def run(n: int) -> Result:
             discord_fake.gateway_url,
             model.base_url,
             str(Path(tmp) / "bench.db"),
+            threads,
         )
         try:
             return await _measure(n, discord_fake, model, rooms, proc.pid)
@@ -159,9 +164,17 @@ async def run(n: int) -> Result:
             await discord_fake.close()
 
 
+def _answer(fake: FakeDiscord, asked: str) -> list[Posted]:
+    """The answer's messages: in the question's thread, or replying to the question."""
+    if asked in fake.channels:  # a thread's id is its first message's
+        shown = (p for p in fake.bot_messages(asked) if not p.ephemeral)
+        return sorted(shown, key=lambda p: int(p.id))
+    return fake.replies_to(asked)
+
+
 def _complete(fake: FakeDiscord, model: TaggedMistral, conv: str, asked: str) -> float | None:
     """When the whole answer became visible, or None while it is not yet."""
-    parts = fake.replies_to(asked)
+    parts = _answer(fake, asked)
     expected = model.answers.get(conv)
     if not parts or expected is None or "\n".join(p.content for p in parts) != expected.strip():
         return None
@@ -196,8 +209,11 @@ async def _measure(
     result.cpu_per_reply = (cpu_seconds(pid) - cpu_before) / n
     result.rss_mib = peak_rss_mib(pid)
     result.rate_limited = fake.rate_limited
+    result.threads = len(fake.threads_started)
     for conv, (mid, at) in asked.items():
-        parts = fake.replies_to(mid)
+        parts = _answer(fake, mid)
+        if parts:
+            result.mention_to_visible.append(parts[0].history[0][0] - at)
         if conv in model.requested:
             result.to_request.append(model.requested[conv] - at)
         if parts and conv in model.first:
@@ -215,13 +231,15 @@ def report(r: Result) -> str:
     return (
         f"N={r.n:<4} mention->request p50 {pct(r.to_request, 0.5) * ms:7.1f} ms  "
         f"p99 {pct(r.to_request, 0.99) * ms:7.1f} ms | "
+        f"mention->first visible p50 {pct(r.mention_to_visible, 0.5) * ms:7.1f} ms  "
+        f"p99 {pct(r.mention_to_visible, 0.99) * ms:7.1f} ms | "
         f"first token->visible p50 {pct(r.to_first_visible, 0.5) * ms:7.1f} ms  "
         f"p99 {pct(r.to_first_visible, 0.99) * ms:7.1f} ms | "
         f"last token->complete p50 {pct(r.to_complete, 0.5) * ms:7.1f} ms  "
         f"p99 {pct(r.to_complete, 0.99) * ms:7.1f} ms | "
         f"edits/reply {statistics.mean(r.edits):4.1f} (max {max(r.edits)}) | "
         f"429s {r.rate_limited} | CPU/reply {r.cpu_per_reply * ms:6.1f} ms | "
-        f"peak RSS {r.rss_mib:6.1f} MiB | wall {r.wall:5.1f} s"
+        f"peak RSS {r.rss_mib:6.1f} MiB | wall {r.wall:5.1f} s | threads {r.threads}"
     )
 
 
@@ -234,10 +252,11 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
 
 
-async def main(ns: list[int], as_json: bool) -> None:
-    print(f"# Discord bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}")
+async def main(ns: list[int], as_json: bool, threads: str) -> None:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"# Discord bench, {when}, {machine()}, threads {threads}")
     for n in ns:
-        result = await run(n)
+        result = await run(n, threads)
         print(json.dumps(result.__dict__) if as_json else report(result), flush=True)
 
 
@@ -247,15 +266,18 @@ def cli() -> None:
         if profile:
             import cProfile
 
-            cProfile.run("asyncio.run(bot(*sys.argv[2:6]))", profile)
+            cProfile.run("asyncio.run(bot(*sys.argv[2:7]))", profile)
         else:
-            asyncio.run(bot(*sys.argv[2:6]))
+            asyncio.run(bot(*sys.argv[2:7]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1, 10, 50, 500])
     parser.add_argument("--json", action="store_true", help="raw numbers, one JSON line per N")
+    parser.add_argument(
+        "--threads", choices=("on", "off"), default="on", help="TEAMBOT_DISCORD_THREADS"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.json))
+    asyncio.run(main(args.n, args.json, args.threads))
 
 
 if __name__ == "__main__":

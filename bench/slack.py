@@ -10,8 +10,11 @@ posts and edits echoed back as events) and FakeMistral streaming 200 tokens at 5
 after 0.3 s. The fakes run in this process; the bot's CPU time and peak RSS are read
 from /proc for its own process only. Threads are spread over channels
 (`--per-channel`, default 1). Each N runs `--repeat` bursts in the same bot process
-(default 10 at N=1, 3 at N=10 and N=50, else 1) with 20 s of quiet between bursts, so
-that small N give real percentiles.
+(default 10 at N=1, 3 at N=10 and N=50, else 1) with `--quiet` seconds (default 20)
+between bursts, so that small N give real percentiles; `--quiet 60` makes every burst
+start with Slack's per-minute windows empty, as bursts a minute or more apart do.
+Replies stream natively (chat.startStream, also in channel threads) while the start and
+stop budgets allow, else are posted and edited; "updates" counts both kinds of growth.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from tests.fakes.mistral import FakeMistral, text_of
 from tests.fakes.slack import FakeSlack
 
 TOKENS = 200
-QUIET = 20.0  # seconds between bursts: the adapter's update budget (12 + 38/min) refills
+QUIET = 20.0  # default seconds between bursts (--quiet)
 QUESTION = re.compile(r"bench question (\d+)$")
 
 
@@ -78,6 +81,7 @@ class Result:
     first_visible_ms: list[float] = field(default_factory=list)
     complete_ms: list[float] = field(default_factory=list)
     updates: list[int] = field(default_factory=list)
+    streams: int = 0  # replies shown through native streaming
     ratelimited: int = 0
     cpu_per_reply: float = 0.0
     rss_mib: float = 0.0
@@ -110,7 +114,9 @@ async def wait_all(fake: FakeSlack, threads: list[Thread], limit: float) -> None
         await asyncio.sleep(0.05)
 
 
-async def run_round(n: int, per_channel: int, limit: float, repeat: int) -> Result:
+async def run_round(
+    n: int, per_channel: int, limit: float, repeat: int, quiet: float = QUIET
+) -> Result:
     result = Result(n, repeat=repeat)
     mistral = FakeMistral(first_token_delay=0.3, token_interval=0.02, default_tokens=TOKENS)
     slack = FakeSlack(limits=True, ack_timeout=3.0)
@@ -125,7 +131,7 @@ async def run_round(n: int, per_channel: int, limit: float, repeat: int) -> Resu
             await asyncio.sleep(1.0)
             for rep in range(repeat):
                 await measure(slack, mistral, process.pid, n, per_channel, limit, result, rep)
-                await asyncio.sleep(QUIET)
+                await asyncio.sleep(quiet)
             result.cpu_per_reply /= repeat
         finally:
             process.send_signal(signal.SIGTERM)
@@ -185,7 +191,8 @@ def collect(
         match = QUESTION.search(text_of(mistral.requests[j]["messages"][-1]["content"]))
         if match:
             request_of[int(match.group(1))] = j
-    updates = [c for c in slack.calls[first_call:] if c.method == "chat.update" and c.ok]
+    growth = ("chat.update", "chat.appendStream")
+    updates = [c for c in slack.calls[first_call:] if c.method in growth and c.ok]
     for thread in threads:
         messages = slack.bot_messages(thread.channel, thread.ts)
         found = request_of.get(thread.index)
@@ -195,6 +202,7 @@ def collect(
         result.complete += 1
         stamps = {m.ts for m in messages}
         result.updates.append(sum(1 for c in updates if c.args.get("ts") in stamps))
+        result.streams += any(m.streamed for m in messages)
         result.to_request_ms.append((mistral.request_times[j] - mention_sent[thread.ts]) * 1000)
         first_visible = min(m.created for m in messages)
         result.first_visible_ms.append((first_visible - mistral.first_token_times[j]) * 1000)
@@ -211,7 +219,8 @@ def report(r: Result) -> str:
         f"| {r.n} ×{r.repeat} | {r.complete}/{r.n * r.repeat}, {r.wall:.1f} s | "
         f"{pair(r.ack_ms, 1)} | "
         f"{pair(r.to_request_ms, 1)} | {pair(r.first_visible_ms)} | {pair(r.complete_ms)} | "
-        f"{statistics.fmean(r.updates) if r.updates else 0:.1f} ({live} streamed) | "
+        f"{statistics.fmean(r.updates) if r.updates else 0:.1f} ({live} grew, "
+        f"{r.streams} native) | "
         f"{r.ratelimited} | {r.cpu_per_reply * 1000:.0f} | "
         f"{r.start_rss_mib:.0f} → {r.rss_mib:.0f} |"
     )
@@ -229,7 +238,7 @@ async def main(args: argparse.Namespace) -> None:
     print(HEADER, flush=True)
     for n in args.n:
         repeat = args.repeat or {1: 10, 10: 3, 50: 3}.get(n, 1)
-        result = await run_round(n, args.per_channel, args.limit, repeat)
+        result = await run_round(n, args.per_channel, args.limit, repeat, args.quiet)
         print(report(result), flush=True)
 
 
@@ -244,6 +253,7 @@ if __name__ == "__main__":
         default=0,
         help="rounds per N (default: 10, 3, 3 at N=1, 10, 50; else 1)",
     )
+    parser.add_argument("--quiet", type=float, default=QUIET, help="seconds between bursts")
     parser.add_argument("--bot", nargs=5, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     if parsed.bot:

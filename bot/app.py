@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot import metrics, tokens
+from bot.breaker import guard
 from bot.config import Settings, environment, load_settings
 from bot.engine import Engine
-from bot.providers import model_client
+from bot.providers import endpoint, model_client
 from bot.tools.loop import ToolSource
 
 PLATFORMS = ("adapters.discord.settings", "adapters.slack.settings")
@@ -95,7 +96,8 @@ async def open_engine(settings: Settings) -> Engine:
     from bot.store import open_store
 
     store = await open_store(settings.database_url)
-    model = model_client(settings)
+    # One breaker for the endpoint, shared by every conversation (bot/breaker.py).
+    model = guard(model_client(settings), endpoint(settings))
     await asyncio.to_thread(tokens.load)
     sources: list[ToolSource] = []
     if settings.mcp_servers and settings.tools:

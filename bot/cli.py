@@ -11,13 +11,14 @@ import signal
 import sys
 import time
 
-from bot import __version__, logs, metrics
+from bot import __version__, breaker, logs, metrics
 from bot.app import Config, adapters, load_config, open_engine
 from bot.config import Settings, environment, require_model_credentials
 from bot.errors import ConfigError, ModelError
 from bot.providers import endpoint, model_client, provider_report
 from bot.store import AuditEntry, Store, UsageTotals
 from bot.text import usd
+from bot.tools import Links
 
 log = logging.getLogger("teambot")
 
@@ -29,6 +30,9 @@ NO_PLATFORM = (
 SHUTDOWN_GRACE = 6.0  # in-flight replies get this long; adapters 2 s more; all within 10 s
 ADAPTER_CLOSE_TIMEOUT = 2.0
 CHECK_TIMEOUT = 5.0  # seconds for `teambot check`'s one model request
+# The Slack workspace's address (https://x.slack.com/), which the Slack adapter keeps in
+# the store's meta at start-up so `teambot feedback` can build links offline.
+SLACK_WORKSPACE_META = "slack:workspace_url"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     forget = sub.add_parser("forget", help="delete what a person wrote, and their DMs")
     forget.add_argument("--user", required=True, type=_user_id, help="their platform user id")
     forget.add_argument("--platform", required=True, help="the platform (discord, slack, ...)")
+    feedback = sub.add_parser("feedback", help="👍/👎 per day and the worst-rated answers")
+    feedback.add_argument("--days", type=_days, default=30, help="how far back (default 30)")
     audit = sub.add_parser("audit", help="the admin actions on record")
     audit.add_argument("--days", type=_days, default=30, help="how far back (default 30)")
     manifest = sub.add_parser("manifest", help="print a platform's app manifest")
@@ -99,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             from bot import migrate
 
             return asyncio.run(migrate.main(config.core.database_url, args.to))
+        if args.command == "feedback":
+            return asyncio.run(_feedback(config.core, args.days))
         if args.command in ("export", "forget", "audit"):
             return asyncio.run(_people(config.core, args))
         if args.command == "check":
@@ -182,6 +190,7 @@ async def _check(config: Config) -> int:
         print(f"✗ model at {endpoint(settings)}: {exc.user_message} ({exc})")
     finally:
         await client.aclose()
+    print(await breaker.check_line(settings.metrics_port))
     for line in provider_report(settings, client):
         print(line)
     for name, state in config.status().items():
@@ -244,6 +253,33 @@ async def _usage(settings: Settings, days: int) -> int:
     )
     print(rule, _usage_line("total", "", f"last {days} days", total), sep="\n")
     return 0
+
+
+async def _feedback(settings: Settings, days: int) -> int:
+    from bot.control import feedback_lines
+    from bot.store import open_store
+
+    store = await open_store(settings.database_url)
+    try:
+        links = await _links(store)
+        for line in await feedback_lines(store, days, links):
+            print(line)
+    finally:
+        await store.aclose()
+    return 0
+
+
+async def _links(store: Store) -> dict[str, Links]:
+    """Each platform's message links, as far as they can be built without connecting:
+    Discord's always; Slack's from the workspace address its adapter keeps in `meta`."""
+    from adapters.discord.links import DiscordLinks
+    from adapters.slack.links import SlackLinks
+
+    links: dict[str, Links] = {"discord": DiscordLinks()}
+    workspace = await store.get_meta(SLACK_WORKSPACE_META)
+    if workspace:
+        links["slack"] = SlackLinks("", workspace)
+    return links
 
 
 async def _people(settings: Settings, args: argparse.Namespace) -> int:

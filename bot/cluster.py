@@ -10,6 +10,7 @@ processes on one database behave as one.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ OnChange = Callable[[str, str], None]
 
 
 class Cluster(Protocol):
+    # This process's number among those sharing the store (see bot/journal.py).
+    owner: int
+
     def turn(self, conversation: str, question: int) -> AbstractAsyncContextManager[bool]:
         """Wait for the replies to `conversation`'s earlier questions (in any process),
         then hold its turn for the reply to `question` (the stored question's row id).
@@ -56,6 +60,7 @@ class LocalCluster:
 
     def __init__(self) -> None:
         self._queues: dict[str, _Queue] = {}
+        self.owner = random.randrange(1, 2**31)
 
     @asynccontextmanager
     async def turn(self, conversation: str, question: int) -> AsyncIterator[bool]:

@@ -15,11 +15,12 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
-from bot import access, commands, tokens
+from bot import access, commands, control, journal, tokens
 from bot.accounting import Accounts, prices_of
 from bot.catchup import NothingSaid, SpanError, find_span
 from bot.config import Settings
 from bot.digests import Digests, Poster
+from bot.journal import Journal, Recoverer
 from bot.limits import Limits
 from bot.memory import Remembering
 from bot.model import ModelClient
@@ -34,6 +35,7 @@ from bot.store import (
     UsageTotals,
 )
 from bot.summaries import Summarizer, SummaryFailed, footer
+from bot.text import repair
 from bot.tools import Links, place_info, place_of, scope_for
 from bot.tools.builtin import BUILTINS
 from bot.tools.loop import Toolbox, ToolSource
@@ -99,7 +101,12 @@ class Engine:
         self._busy: dict[ConversationKey, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.journal = Journal(store)  # replies in progress; adapters' schedulers report
+        self._recoverers: dict[str, Recoverer] = {}
+        self._sweeper: asyncio.Future[None] | None = None
         self._settings: dict[ConversationKey, ConversationSettings] = {}
+        # Replies of this process that Stop can reach (bot/control.py).
+        self.replies = self.pipeline.replies = control.Replies()
 
     async def start(self) -> None:
         self.store.cluster.on_change(self._changed_elsewhere)
@@ -110,6 +117,19 @@ class Engine:
         self.retention.start()
 
     # What adapters call
+
+    def register_recoverer(self, platform: str, recoverer: Recoverer) -> None:
+        """How `platform` edits a reply a crash cut short; its orphans are marked now."""
+        self._recoverers[platform] = recoverer
+        self._spawn(self._recover(platform, recoverer))
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(journal.sweep(self.store, self._recoverers))
+
+    async def _recover(self, platform: str, recoverer: Recoverer) -> None:
+        try:
+            await journal.recover(self.store, platform, recoverer)
+        except Exception:
+            log.exception("recovering cut-off replies on %s failed", platform)
 
     def register_links(self, platform: str, links: Links) -> None:
         """How `platform` builds and reads message links (for the tools' citations)."""
@@ -233,6 +253,7 @@ class Engine:
             self._places[message.key] = place
 
     async def edit(self, key: ConversationKey, message_id: str, text: str) -> bool:
+        text = repair(text)  # platform text, at the door (bot/text.py)
         count = await tokens.count_async(text)
         changed = await self.store.update_message(str(key), message_id, text, count)
         await self._window_changed(key)
@@ -247,6 +268,40 @@ class Engine:
         """Rows of `key` changed in place: no process may go on with its cached window."""
         self.pipeline.windows.forget(key)
         await self.store.cluster.publish("window", str(key))
+
+    # Stop, Regenerate, feedback and listening (bot/control.py)
+
+    async def stop(self, question: int, by: Author, *, admin: bool = False) -> str:
+        """Stop the reply to stored question `question` (`Started.question`), in whichever
+        process it runs; one short sentence for the clicker (show it privately). Only the
+        asker or an admin may: `admin` is the platform's word (e.g. Discord's Manage
+        Messages), TEAMBOT_ADMIN_IDS and `by.platform_admin` count too."""
+        return await control.stop(self, question, by, admin=admin)
+
+    def regenerate(
+        self, question: int, by: Author, *, admin: bool = False
+    ) -> AsyncIterator[ReplyEvent]:
+        """Answer `question` again with the context its answer had, replacing the stored
+        answer (the old one is kept as a previous version): the usual reply events, whose
+        ReplyDone carries the new answer id; one ReplyFailed when it may not (same people
+        as `stop`) or the answer is still being written."""
+        return control.regenerate(self, question, by, admin=admin)
+
+    async def feedback(self, question: int, by: Author, value: int) -> str:
+        """Store `by`'s 👍 (+1) or 👎 (-1) on `question`'s current answer; one vote per
+        person per answer, the other button changes it. One sentence for the clicker."""
+        return await control.feedback(self, question, by, value)
+
+    async def answer_posted(self, answer: int, platform_id: str) -> bool:
+        """The platform's id of the message that shows answer `answer` (`ReplyDone.answer`),
+        for links to it (`teambot feedback`); adapters call it once the answer is posted."""
+        return await self.store.answer_posted(answer, platform_id)
+
+    async def listening(self, key: ConversationKey) -> bool:
+        """Whether `listen on` holds where `key` is: the channel's setting, which its
+        threads share. Adapters answer every message there without a mention."""
+        channel = control.listening_key(key)
+        return (await self.conversation_settings(channel)).listen == "on"
 
     async def has_answered(self, key: ConversationKey) -> bool:
         """Whether the bot has answered in this conversation (ever, not just since start)."""
@@ -290,6 +345,8 @@ class Engine:
                 del self._settings[cached]
         if topic == "window":
             self.pipeline.windows.forget_conversation(key)
+        if topic == control.STOP_TOPIC:
+            self.replies.news(key)  # cancelling is synchronous: nothing to schedule
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -316,12 +373,13 @@ class Engine:
                 tools=stored.get("tools"),
                 memory=stored.get("memory"),
                 digest=stored.get("digest"),
+                listen=stored.get("listen"),
             )
         return cached
 
     async def set_setting(self, key: ConversationKey, name: str, value: str | None) -> None:
         """Change one of the conversation's settings (see ConversationSettings); None resets."""
-        if name not in ("reasoning", "system", "tools", "memory", "digest"):
+        if name not in ("reasoning", "system", "tools", "memory", "digest", "listen"):
             raise ValueError(f"no conversation setting {name!r}")
         self._settings.pop(key, None)
         await self.store.set_setting(str(key), name, value)
@@ -374,7 +432,7 @@ class Engine:
             log.info("refused /%s by %s in %s: %s", name, author.id, key, decision.reason)
             return CommandResult(decision.sentence, private=True)
         call = commands.Call(
-            self, key, author, args.strip(), is_group, place, spaces, roles, channels
+            self, key, author, repair(args).strip(), is_group, place, spaces, roles, channels
         )
         return await commands.REGISTRY.run(name, call)
 
@@ -433,6 +491,8 @@ class Engine:
         Yields nothing at all for a message that was already answered. A message the
         access rules refuse is not stored; its author gets one ReplyFailed the first time
         that day (claimed in the store, so across processes and restarts), then nothing.
+        The reply is recorded in `journal` before it shows, so a crash never leaves it
+        looking finished (bot/journal.py; the delivery reports what shows).
         """
         if self._closing:
             yield ReplyFailed(SHUTTING_DOWN)
@@ -447,6 +507,7 @@ class Engine:
         row, ready = await self._store_question(message, text)
         if row is None:
             return
+        self.journal.begin(row.id, str(message.key))
         queue: asyncio.Queue[ReplyEvent] = asyncio.Queue()
         task = asyncio.create_task(self._answer(message, row, reasoning, queue.put_nowait, ready))
         self._tasks.add(task)
@@ -474,6 +535,8 @@ class Engine:
 
     async def aclose(self) -> None:
         await self.shutdown(grace=0)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self.digests.aclose()
         await self.retention.aclose()
         if self.pipeline.memory is not None:
@@ -520,14 +583,20 @@ class Engine:
         reasoning: bool | None,
         emit: Emit,
         ready: Prepared | None,
+        replace: bool = False,
     ) -> None:
+        """Run the reply in the conversation's turn; `replace`: a Regenerate, whose
+        answer replaces the stored one (bot/control.py)."""
         key = message.key
         self._busy[key] = self._busy.get(key, 0) + 1
+        self.replies.begin(row.id)
         try:
+            if reasoning is not None and not replace:  # kept for a later Regenerate
+                await self.store.note_reply(row.id, str(key), reasoning=reasoning)
             async with self.store.cluster.turn(str(key), row.id) as waited:
                 if waited:
                     ready = None  # an earlier reply went first and changed the window
-                await self.pipeline.run(message, row, reasoning, emit, ready)
+                await self.pipeline.run(message, row, reasoning, emit, ready, replace=replace)
         except asyncio.CancelledError:
             emit(ReplyFailed(SHUTTING_DOWN))  # cancelled while still waiting for its turn
             raise
@@ -535,6 +604,7 @@ class Engine:
             log.exception("reply to %s in %s failed", message.id, key)
             emit(ReplyFailed(BUG))
         finally:
+            self.replies.end(row.id)
             self._busy[key] -= 1
             if not self._busy[key]:
                 del self._busy[key]

@@ -11,7 +11,8 @@
         ├── ContextTooLong     400: prompt larger than the model accepts
         ├── ModelBadRequest    other 400/422: our request was wrong
         └── ModelUnavailable   5xx, connect errors, timeouts after retries
-            └── StreamCut      the stream broke after some text had arrived
+            ├── StreamCut      the stream broke after some text had arrived
+            └── ModelCircuitOpen  the endpoint's circuit breaker is open (bot/breaker.py)
 
 Anything else escaping the engine is a bug and is logged with its traceback.
 """
@@ -127,3 +128,10 @@ class StreamCut(ModelUnavailable):
     """The connection broke mid-answer; the text received so far is kept by the engine."""
 
     user_message = "The answer was cut off because the model connection broke."
+
+
+class ModelCircuitOpen(ModelUnavailable):
+    """The endpoint failed call after call, so the breaker answers at once instead of
+    sending the request (bot/breaker.py)."""
+
+    user_message = "The model is down and will be tried again shortly; please ask in a minute."

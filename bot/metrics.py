@@ -106,6 +106,18 @@ TOOL_CALLS = Counter(
     ["tool", "outcome"],
     registry=REGISTRY,
 )
+BREAKER_OPEN = Gauge(
+    "teambot_model_breaker_open",
+    "1 while the model endpoint's circuit breaker is open (calls fail at once), else 0.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
+BREAKER_REJECTED = Counter(
+    "teambot_model_breaker_rejected",
+    "Model calls the open circuit breaker answered at once instead of sending them.",
+    ["endpoint"],
+    registry=REGISTRY,
+)
 
 
 # Recording
@@ -152,6 +164,14 @@ def tools_ran(
         else:
             tool = "mcp" if call.name in offered else "unknown"
         TOOL_CALLS.labels(tool, "error" if result.startswith("Error:") else "ok").inc()
+
+
+def breaker_state(endpoint: str, is_open: bool) -> None:
+    BREAKER_OPEN.labels(endpoint).set(1 if is_open else 0)
+
+
+def breaker_rejected(endpoint: str) -> None:
+    BREAKER_REJECTED.labels(endpoint).inc()
 
 
 def rate_limit_wait(platform: str, seconds: float) -> None:

@@ -78,6 +78,10 @@ TOOL_CALL_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 NO_ID = frozenset({"", "null", "none", "undefined"})
 
 Sleep = Callable[[float], Awaitable[None]]
+# Asked before each retry (and again after its wait) with the failed attempt's error;
+# False ends the call with that error. bot/breaker.py sets it so one outage is seen at
+# its first failed request and retries stop when the endpoint's breaker opens.
+RetryGate = Callable[[ModelError], bool]
 
 
 class _Retryable(Exception):
@@ -156,6 +160,7 @@ class MistralClient:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._sleep = sleep
+        self.retry_gate: RetryGate | None = None
         self._draining: set[asyncio.Task[None]] = set()
         limits = httpx.Limits(max_connections=MAX_STREAMS, max_keepalive_connections=KEEPALIVE)
         self._client = httpx.AsyncClient(
@@ -242,16 +247,22 @@ class MistralClient:
                     return
                 except _Retryable as failure:
                     delay = self._retry_delay(failure, attempt, time.monotonic() - started)
-                    if delay is None:
+                    if delay is None or not self._may_retry(failure.error):
                         elapsed = time.monotonic() - started
                         raise self._final(failure.error, attempt, elapsed) from None
                     log.info(
                         "%s: %s; retry %d in %.1f s", self.provider, failure.error, attempt, delay
                     )
                     await self._sleep(delay)
+                    if not self._may_retry(failure.error):
+                        elapsed = time.monotonic() - started
+                        raise self._final(failure.error, attempt, elapsed) from None
         except ModelError as error:
             log.warning("%s: %s: %s", self.provider, type(error).__name__, error)
             raise
+
+    def _may_retry(self, error: ModelError) -> bool:
+        return self.retry_gate is None or self.retry_gate(error)
 
     async def _once(self, body: dict[str, Any]) -> AsyncGenerator[ModelEvent, None]:
         """One attempt without retries: a retryable failure is raised as it is."""

@@ -9,6 +9,7 @@ events, then stores the answer and its usage and emits exactly one `ReplyDone` o
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import functools
 import json
@@ -22,6 +23,7 @@ from bot import context, logs, metrics, tokens
 from bot.accounting import Accounts
 from bot.attachments import Readers
 from bot.config import Settings
+from bot.control import Replies, stopped_notice
 from bot.errors import ContextTooLong, ModelError, SpendLimitReached
 from bot.limits import Grant, Limits
 from bot.memory import Memory, Remembering
@@ -56,6 +58,7 @@ from bot.window import Window, Windows
 log = logging.getLogger("teambot.engine")
 
 CUT_BY_SHUTDOWN = "(The bot restarted mid-answer, so this reply is incomplete.)"
+KEPT = "No new text came, so the previous answer stays."
 
 Emit = Callable[[ReplyEvent], None]
 STARTED = Started()
@@ -85,10 +88,14 @@ class Outcome:
     first_estimate: int = 0  # the first call's prompt estimate (for calibration)
     first_usage: Usage | None = None
     grant: Grant | None = None  # what the spending limits set aside for the last call
+    stopped_by: str = ""  # who pressed Stop (bot/control.py), when that cut it
 
     @property
     def state(self) -> str:
-        """What the usage table says of it: "ok", "cut_off" or the error's class name."""
+        """What the usage table says of it: "ok", "cut_off", "stopped" or the error's
+        class name."""
+        if self.stopped_by:
+            return "stopped"
         if self.cancelled:
             return "cut_off"
         return type(self.error).__name__ if self.error else "ok"
@@ -104,6 +111,7 @@ class Turn:
     settings: ConversationSettings
     reasoning: bool
     tools: Mapping[str, Tool] = field(default_factory=dict)
+    replace: bool = False  # a Regenerate: the answer replaces the stored one
 
 
 class ReplyPipeline:
@@ -129,6 +137,7 @@ class ReplyPipeline:
         # Reads attached documents and voice messages before a question is stored; the
         # adapters use it through `Engine.pipeline.readers` (bot/attachments.py).
         self.readers = Readers.create(settings, store, accounts)
+        self.replies = Replies()  # what Stop can reach; the engine shares its own
 
     async def run(
         self,
@@ -137,11 +146,14 @@ class ReplyPipeline:
         reasoning: bool | None,
         emit: Emit,
         ready: Prepared | None = None,
+        *,
+        replace: bool = False,
     ) -> None:
         """Answer `message` (stored as `row`) and emit its events, ending with Done or Failed.
 
         `ready` is the conversation's window and settings when the engine read them with the
-        question; otherwise both are read now, in one store round trip.
+        question; otherwise both are read now, in one store round trip. `replace`: answer
+        again (Regenerate) from the same window, storing the answer in place of the old one.
         """
         logs.bind(conversation=str(message.key), event_id=message.id)
         window, settings = ready or await self.read(message)
@@ -153,7 +165,7 @@ class ReplyPipeline:
             )
         started = time.perf_counter()
         tools = self.toolbox.offered() if self._tools_on(settings) else {}
-        turn = Turn(message, row, window, settings, reasoning, tools)
+        turn = Turn(message, row, window, settings, reasoning, tools, replace)
         with metrics.replying(message.key.platform):
             outcome = await self._answer(turn, emit)
             await self._finish(turn, outcome, started, emit)
@@ -205,7 +217,7 @@ class ReplyPipeline:
         if schemas:
             fixed += _count_cached(json.dumps(schemas))
         # Questions queued behind this one are in the window too; they wait their turn.
-        cut = window.upto(row.position)
+        cut = _cut(window, row)
         total = fixed + window.tokens - sum(m.tokens for m in window.rows[cut:])
         new_start = context.trim_window(window.rows[:cut], total, budget, fixed)
         if new_start is not None:
@@ -214,7 +226,7 @@ class ReplyPipeline:
             window.trim(new_start)
             await self.store.set_window_start(str(message.key), new_start)
             await self.store.cluster.publish("window", str(message.key))
-            cut = window.upto(row.position)
+            cut = _cut(window, row)
             total = fixed + window.tokens - sum(m.tokens for m in window.rows[cut:])
         if total > budget:
             raise ContextTooLong(f"message alone is ~{total} tokens; budget {budget}")
@@ -242,6 +254,9 @@ class ReplyPipeline:
             self.links.get(turn.message.key.platform),
         )
         while True:
+            if self.replies.stopped_by(turn.row.id):  # stopped while waiting or in tools
+                done.cancelled = True
+                return done
             last = len(done.rounds) >= self.settings.tool_rounds
             step = dataclasses.replace(
                 request,
@@ -256,7 +271,7 @@ class ReplyPipeline:
                 step = dataclasses.replace(
                     step, max_tokens=grant.max_tokens, reasoning=grant.reasoning
                 )
-            call = await self._stream(step, emit)
+            call = await self._stream(step, emit, turn.row.id)
             call.estimate, call.grant = done.estimate, grant
             if not done.rounds:
                 done.first_usage = call.usage
@@ -322,28 +337,29 @@ class ReplyPipeline:
         call.first_estimate, call.first_usage = done.first_estimate, done.first_usage
         return call
 
-    async def _stream(self, request: ModelRequest, emit: Emit) -> Outcome:
+    async def _stream(self, request: ModelRequest, emit: Emit, question: int = 0) -> Outcome:
         outcome = Outcome()
         answer: list[str] = []
         thinking: list[str] = []
-        emit(STARTED)
-        try:
-            async for event in self.model.stream(request):
-                if isinstance(event, AnswerChunk):
-                    answer.append(event.text)
-                    emit(TextDelta(event.text))
-                elif isinstance(event, ThinkingChunk):
-                    thinking.append(event.text)
-                    emit(ThinkingDelta(event.text))
-                elif isinstance(event, ToolCalls):
-                    outcome.calls = event.calls
-                elif isinstance(event, Finished):
-                    # A stream without usage leaves None: the estimate is billed instead.
-                    outcome.usage = event.usage if event.usage.reported else None
-        except ModelError as exc:
-            outcome.error = exc
-        except asyncio.CancelledError:
-            outcome.cancelled = True
+        emit(Started(question) if question else STARTED)
+        with self.replies.streaming(question):  # Stop cancels the read here
+            try:
+                async for event in self.model.stream(request):
+                    if isinstance(event, AnswerChunk):
+                        answer.append(event.text)
+                        emit(TextDelta(event.text))
+                    elif isinstance(event, ThinkingChunk):
+                        thinking.append(event.text)
+                        emit(ThinkingDelta(event.text))
+                    elif isinstance(event, ToolCalls):
+                        outcome.calls = event.calls
+                    elif isinstance(event, Finished):
+                        # A stream without usage leaves None: the estimate is billed instead.
+                        outcome.usage = event.usage if event.usage.reported else None
+            except ModelError as exc:
+                outcome.error = exc
+            except asyncio.CancelledError:
+                outcome.cancelled = True
         outcome.answer = "".join(answer)
         outcome.thinking = "".join(thinking)
         return outcome
@@ -351,6 +367,9 @@ class ReplyPipeline:
     async def _finish(self, turn: Turn, outcome: Outcome, started: float, emit: Emit) -> None:
         """Store the answer and its usage together, then say how the reply ended."""
         message = turn.message
+        stopper = self.replies.finish(turn.row.id)  # from here on, Stop is too late
+        if stopper and outcome.cancelled:
+            outcome.stopped_by = stopper
         answer_tokens = await tokens.count_async(outcome.answer) if outcome.answer else 0
         stored_rounds = rounds.dumps(outcome.rounds)
         if stored_rounds:
@@ -371,20 +390,31 @@ class ReplyPipeline:
         )
         writes: list[Awaitable[object]] = [self.store.record_usage(record)]
         failed = outcome.error if not outcome.answer else None
-        if failed is None:
+        # A Regenerate that produced nothing keeps the answer it was to replace.
+        kept = turn.replace and not outcome.answer and failed is None
+        if failed is None and not kept:
             row = _answer_row(message, turn.row, outcome, answer_tokens)
-            writes.append(self.store.add_message(dataclasses.replace(row, rounds=stored_rounds)))
-        await asyncio.gather(*writes)  # together: one store round trip
+            row = dataclasses.replace(row, rounds=stored_rounds)
+            stored = self._replace(turn, row) if turn.replace else self.store.add_message(row)
+            writes.append(stored)
+        if outcome.stopped_by:
+            conversation = str(message.key)
+            writes.append(
+                self.store.note_reply(turn.row.id, conversation, stopped_by=outcome.stopped_by)
+            )
+        results = await asyncio.gather(*writes)  # together: one store round trip
         metrics.reply_done(message.key.platform, outcome.state)
         if self.limits is not None:
             await self.limits.release(outcome.grant)  # its cost is in the usage table now
-        if failed is not None:
-            emit(ReplyFailed(failed.user_message))
+        if failed is not None or kept:
+            emit(ReplyFailed(failed.user_message if failed else KEPT))
             return
         if outcome.first_usage and not outcome.cancelled:
             first = outcome.first_usage.prompt_tokens
             await self.accounts.calibrate(outcome.first_estimate, first)
         notice = CUT_BY_SHUTDOWN if outcome.cancelled else ""
+        if outcome.stopped_by:
+            notice = stopped_notice(outcome.stopped_by)
         if outcome.error:
             notice = f"({outcome.error.user_message})"
         emit(
@@ -396,8 +426,24 @@ class ReplyPipeline:
                 notice=notice,
                 show_thinking=turn.settings.reasoning == "show",
                 tools=tuple(call.name for r in outcome.rounds for call in r.calls),
+                question=turn.row.id,
+                answer=answer if isinstance(answer := results[1], int) else 0,
             )
         )
+
+    async def _replace(self, turn: Turn, row: NewMessage) -> int:
+        """Store a Regenerate's answer in place of the old one (kept as a version)."""
+        answer = await self.store.replace_answer(turn.row.id, row)
+        # The old answer left the store: no process may go on with a window holding it.
+        self.windows.forget(turn.message.key)
+        await self.store.cluster.publish("window", str(turn.message.key))
+        return answer
+
+
+def _cut(window: Window, question: StoredMessage) -> int:
+    """How many rows of `window` the prompt for `question` reads: those up to the question
+    itself, not questions queued behind it, nor its own earlier answer (Regenerate)."""
+    return bisect.bisect(window.order, (question.position, question.id))
 
 
 def _add(a: Usage, b: Usage) -> Usage:

@@ -99,6 +99,9 @@ class ConversationSettings:
     # itself: never copied to another conversation.
     memory: str | None = None
     digest: str | None = None  # "HH:MM": post a daily digest here then
+    # "on": answer every message in this channel (and its threads) without a mention; set
+    # on the channel's own conversation (see Engine.listening).
+    listen: str | None = None
 
     def changed(self) -> dict[str, str]:
         """The settings that differ from the defaults, by name (how the store keeps them)."""
@@ -165,7 +168,13 @@ class Usage:
 
 @dataclass(frozen=True)
 class Started:
-    """The model is at work on this reply: its request is on the way."""
+    """The model is at work on this reply: its request is on the way.
+
+    `question` is the stored question's row id: what adapters put in the reply's
+    buttons (e.g. `tb:stop:<question>`) for Engine.stop/regenerate/feedback.
+    """
+
+    question: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,6 +214,10 @@ class ReplyDone:
     notice: str = ""
     show_thinking: bool = False
     tools: tuple[str, ...] = ()  # the tools the answer used, in first-use order, repeats kept
+    # The stored question's and answer's row ids (0 when nothing was stored): buttons carry
+    # the question; Engine.answer_posted takes the answer with the platform's message id.
+    question: int = 0
+    answer: int = 0
 
 
 @dataclass(frozen=True)

@@ -76,11 +76,17 @@ class Window:
 
 
 class Windows:
-    """The windows of the most recently active conversations, refreshed from the store."""
+    """The windows of the most recently active conversations, refreshed from the store.
 
-    def __init__(self, store: Store, size: int = 512) -> None:
+    At most `size` conversations and `rows` stored messages in all: a row costs about
+    2 KB in memory whatever its text, and without the second bound a bot answering
+    hundreds of conversations grows until each window reaches its token budget.
+    """
+
+    def __init__(self, store: Store, size: int = 512, rows: int = 5_000) -> None:
         self.store = store
         self.size = size
+        self.rows = rows
         self._cached: OrderedDict[ConversationKey, Window] = OrderedDict()
 
     async def get(self, key: ConversationKey, named: bool) -> Window:
@@ -91,8 +97,10 @@ class Windows:
             window.add(await self.store.messages_since(str(key), window.max_id))
         self._cached[key] = window
         self._cached.move_to_end(key)
-        while len(self._cached) > self.size:
-            self._cached.popitem(last=False)
+        held = sum(len(cached.rows) for cached in self._cached.values())
+        while len(self._cached) > 1 and (len(self._cached) > self.size or held > self.rows):
+            _, oldest = self._cached.popitem(last=False)
+            held -= len(oldest.rows)
         return window
 
     def forget(self, key: ConversationKey) -> None:

@@ -26,6 +26,9 @@ def cli_env(fake: FakeMistral | None, tmp_path: Path, **extra: str) -> dict[str,
         MISTRAL_API_KEY=KEY,
         DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
         PYTHONUNBUFFERED="1",
+        # Discord answers in the channel, replying to the question, unless a test asks for
+        # a thread per question (TEAMBOT_DISCORD_THREADS is on by default).
+        TEAMBOT_DISCORD_THREADS="false",
     )
     if fake:
         env["MISTRAL_BASE_URL"] = fake.base_url

@@ -37,6 +37,7 @@ async def test_slack_help_lists_every_slack_command_as_typed(engine) -> None:
         "/limits",
         "/digest",
         "/tools",
+        "/listen",
         "/usage",
         "/help",
     ]
@@ -90,7 +91,9 @@ def test_manifest_file_is_the_generated_manifest() -> None:
     declared = re.findall(r"^\s+- command: (/\w+)$", manifest(), re.MULTILINE)
     assert declared == list(COMMANDS) == [f"/{c.name}" for c in REGISTRY.on("slack")]
     shortcuts = re.findall(r"^\s+callback_id: (\w+)$", manifest(), re.MULTILINE)
-    assert shortcuts == [s.callback_id for s in SHORTCUTS] == ["summarize_thread"]
+    assert (
+        shortcuts == [s.callback_id for s in SHORTCUTS] == ["summarize_thread", "ask_about_message"]
+    )
     assert all(len(s.name) <= 24 and len(s.description) <= 150 for s in SHORTCUTS)
     assert "  interactivity:\n    is_enabled: true" in manifest()  # shortcuts need it
 
@@ -122,8 +125,8 @@ def test_discord_tree_is_built_from_the_registry() -> None:
     slash = tree.get_commands(type=discord.AppCommandType.chat_input)
     built = {c.name: c.to_dict(tree) for c in slash}
     assert list(built) == [c.name for c in REGISTRY.on("discord")]
-    [menu] = tree.get_commands(type=discord.AppCommandType.message)
-    assert menu.name == "Summarize from here"
+    menus = tree.get_commands(type=discord.AppCommandType.message)
+    assert [menu.name for menu in menus] == ["Summarize from here", "Ask teambot"]
     ask = {o["name"]: o for o in built["ask"]["options"]}
     assert ask["prompt"]["required"] and ask["prompt"]["type"] == 3  # string
     assert ask["image"]["type"] == 11 and not ask["image"].get("required")  # attachment

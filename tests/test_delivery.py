@@ -26,7 +26,7 @@ from bot.delivery import (
     say,
 )
 from bot.delivery.budget import SlidingWindow, TokenBucket
-from bot.delivery.compose import EMPTY_ANSWER, View
+from bot.delivery.compose import EMPTY_ANSWER, Controls, View
 from bot.delivery.plan import Kind, Priority, Step, next_step, plan
 from bot.delivery.split import messages
 from bot.types import (
@@ -444,3 +444,145 @@ async def test_without_budget_for_a_native_stream_the_text_still_streams_by_edit
     assert board.messages == [answer.strip()]
     assert board.log[0][0] == "post" and len(board.log) >= 2  # shown early, then edited
     await scheduler.close()
+
+
+# Controls: the buttons under a reply's last message
+
+STOP = Controls(7, stop=True)
+DONE = Controls(7, regenerate=True, feedback=True)
+
+
+def test_controls_ride_on_the_last_message_and_move_when_the_reply_grows() -> None:
+    step = next_step([], ["a"], final=False, controls=STOP)
+    assert step == Step(Kind.POST, Priority.FIRST, 0, "a", controls=STOP)
+    # Growing into a second message: the new one carries them, then the first loses them
+    # in the edit that finishes its text.
+    assert next_step(["a"], ["ab", "c"], final=False, controls=STOP, marks=[STOP]) == Step(
+        Kind.POST, Priority.OVERFLOW, 1, "c", controls=STOP
+    )
+    assert next_step(
+        ["a", "c"], ["ab", "c"], final=False, controls=STOP, marks=[STOP, STOP]
+    ) == Step(Kind.EDIT, Priority.OVERFLOW, 0, "ab")
+    # Even with its text unchanged, a message with the wrong controls needs an edit.
+    assert next_step(["a", "c"], ["a", "c"], final=False, controls=STOP, marks=[STOP, STOP]) == (
+        Step(Kind.EDIT, Priority.OVERFLOW, 0, "a")
+    )
+    assert next_step(["a", "c"], ["a", "c"], final=False, controls=STOP, marks=[None, STOP]) is None
+
+
+def test_the_final_edit_carries_the_change_of_controls() -> None:
+    assert plan(["half"], ["whole"], final=True, controls=DONE, marks=[STOP]) == [
+        Step(Kind.EDIT, Priority.FINAL, 0, "whole", controls=DONE)
+    ]
+    # Same text, other buttons: one edit for the buttons alone.
+    assert plan(["whole"], ["whole"], final=True, controls=DONE, marks=[STOP]) == [
+        Step(Kind.EDIT, Priority.FINAL, 0, "whole", controls=DONE)
+    ]
+    # A shorter final: the last kept message gets them, the extra one goes.
+    assert plan(["x", "y"], ["z"], final=True, controls=DONE, marks=[None, STOP]) == [
+        Step(Kind.EDIT, Priority.FINAL, 0, "z", controls=DONE),
+        Step(Kind.DELETE, Priority.FINAL, 1),
+    ]
+
+
+def test_which_controls_a_view_shows() -> None:
+    buttons = Style(limit=50, buttons=True)
+    view = View(answer="half", question=3)
+    assert view.controls(buttons) == Controls(3, stop=True)
+    assert view.controls(SLACKISH) is None  # a surface without buttons gets none
+    view.finish(ReplyDone("whole", question=3, answer=4))
+    assert view.controls(buttons) == Controls(3, regenerate=True, feedback=True)
+    failed = View(question=3)
+    failed.finish(ReplyFailed("The model is unavailable."))
+    assert failed.controls(buttons) == Controls(3, regenerate=True)
+    command = View()
+    command.finish(ReplyDone("a command's answer"))
+    assert command.controls(buttons) is None  # no question, nothing to act on
+
+
+class ButtonBoard(Board):
+    """A board with buttons: it records the controls each message carries."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__(ledger, style=Style(limit=50, buttons=True))
+        self.controls: list[Controls | None] = []
+        self.edits: list[tuple[int, Controls | None]] = []
+
+    async def post(  # type: ignore[override]
+        self, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> int:
+        handle = await super().post(text, files)
+        self.controls.append(controls)
+        return handle
+
+    async def edit(  # type: ignore[override]
+        self, handle: int, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> None:
+        await super().edit(handle, text, files)
+        self.controls[handle] = controls
+        self.edits.append((handle, controls))
+
+
+async def test_a_streamed_reply_shows_stop_then_regenerate_and_feedback() -> None:
+    table = {"post": (100, 1.0), "update": (100, 1.0)}
+    scheduler = Scheduler(limits(table))
+    board = ButtonBoard(Ledger(table))
+    seen: list[Controls | None] = []
+    post = board.post
+
+    async def watched(text: str, files: Sequence[File], **kw: Any) -> int:
+        seen.append(kw.get("controls"))
+        return int(await post(text, files, **kw))
+
+    board.post = watched  # type: ignore[method-assign]
+    long = " ".join(f"w{i}" for i in range(30))  # ~140 characters: three messages of 50
+    stream = events(Started(question=9), TextDelta("hello "), TextDelta(long))
+    reply = await deliver(scheduler, board, _then(stream, ReplyDone(long, question=9, answer=10)))
+    assert seen[0] == Controls(9, stop=True)  # the first text already has Stop
+    assert len(board.messages) >= 3
+    done = Controls(9, regenerate=True, feedback=True)
+    assert board.controls == [None] * (len(board.messages) - 1) + [done]
+    assert reply.answer_id == 10
+    await scheduler.close()
+
+
+async def test_controls_cost_no_extra_request_and_commands_get_none() -> None:
+    table = {"post": (100, 1.0), "update": (100, 1.0)}
+    scheduler = Scheduler(limits(table))
+    board = ButtonBoard(Ledger(table))
+    shown = asyncio.Event()
+    post = board.post
+
+    async def watched(text: str, files: Sequence[File], **kw: Any) -> int:
+        handle = int(await post(text, files, **kw))
+        shown.set()
+        return handle
+
+    board.post = watched  # type: ignore[method-assign]
+
+    async def model() -> Any:
+        yield Started(question=5)
+        yield TextDelta("short")
+        await shown.wait()  # the partial text is shown before the answer completes
+        yield ReplyDone("short answer", question=5)
+
+    await deliver(scheduler, board, model())
+    assert board.messages == ["short answer"]
+    assert board.log == [("post", "short"), ("edit", "short answer")]  # buttons rode along
+    assert board.controls == [Controls(5, regenerate=True, feedback=True)]
+    plain = ButtonBoard(Ledger(table))
+    await say(scheduler, plain, "a command's answer")
+    assert plain.controls == [None] and plain.edits == []
+    # A surface without buttons is never handed any (Board's methods take no such keyword).
+    other = Board(Ledger(table))
+    await deliver(scheduler, other, events(Started(question=5), ReplyDone("x", question=5)))
+    assert other.messages == ["x"]
+    await scheduler.close()
+
+
+async def _then(first: Any, *rest: ReplyEvent) -> Any:
+    async for item in first:
+        yield item
+    for item in rest:
+        await asyncio.sleep(0.005)
+        yield item

@@ -88,7 +88,9 @@ async def test_commands_sync_to_configured_guilds_when_the_set_changes(
         "tools",
         "usage",
         "help",
-        "Summarize from here",  # the message menu's command
+        "listen",
+        "Summarize from here",  # the message menu's commands
+        "Ask teambot",
     }
 
 

@@ -45,12 +45,14 @@ async def test_first_tokens_posted_then_edits_at_most_once_a_second(
 async def test_markdown_rendered_with_text_fallback(
     slack: Harness, fake_mistral: FakeMistral
 ) -> None:
+    slack.fake.streaming_enabled = False  # posted messages (streams carry markdown_text)
     answer = "# Title\n\n**bold** and `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |"
     fake_mistral.enqueue(Reply(answer))
     ts = slack.fake.user_message("U1", "C1", f"{BOT} format")
     await slack.reply_in("C1", ts)
     [message] = slack.replies("C1", ts)
-    assert message.blocks == [{"type": "markdown", "text": answer}]
+    assert message.blocks[0] == {"type": "markdown", "text": answer}
+    assert [b["type"] for b in message.blocks[1:]] == ["actions", "context_actions"]  # buttons
     assert message.text == answer  # notification fallback
 
 
@@ -78,6 +80,7 @@ async def test_msg_too_long_continues_in_a_new_message(
     slack: Harness, fake_mistral: FakeMistral
 ) -> None:
     slack.fake.max_update_chars = 1500  # this workspace refuses edits earlier than usual
+    slack.fake.streaming_enabled = False  # posts and edits
     fake_mistral.token_interval = 0.005
     answer = words(600)  # ~3.8k characters
     fake_mistral.enqueue(Reply(answer))
@@ -94,6 +97,7 @@ async def test_ratelimited_calls_are_retried_and_the_answer_lands(
 ) -> None:
     fake_mistral.token_interval = 0.01
     fake_mistral.default_tokens = 60
+    slack.fake.streaming_enabled = False  # posts and edits
     slack.fake.fail_next("chat.postMessage", retry_after=1)
     slack.fake.fail_next("chat.update", retry_after=1)
     ts = slack.fake.user_message("U1", "C1", f"{BOT} despite limits")

@@ -30,6 +30,7 @@ def permalink(channel: str, ts: str) -> str:
 async def test_search_cites_a_permalink_and_shows_its_activity_as_the_status(
     slack: Harness, fake_mistral: FakeMistral
 ) -> None:
+    slack.fake.streaming_enabled = False  # posted, so that unfurling can be checked
     note = slack.fake.user_message("U2", "C2", "we ship the release on friday")
     await slack.idle()
     fake_mistral.enqueue(

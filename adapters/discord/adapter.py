@@ -14,6 +14,7 @@ from adapters.discord.client import TeambotClient
 from adapters.discord.convert import PLATFORM
 from adapters.discord.delivery import ChannelSurface, scheduler
 from adapters.discord.links import DiscordLinks
+from adapters.discord.recovery import DiscordRecoverer
 from adapters.discord.settings import DiscordSettings
 from bot.delivery import say
 from bot.engine import Engine
@@ -71,6 +72,7 @@ class DiscordAdapter:
         engine.register_poster(PLATFORM, self._post)
         self.settings = settings
         self.pacer = scheduler()  # every reply's requests, paced together
+        self.pacer.journal = engine.journal
         self.client: TeambotClient | None = None
         self._closing = asyncio.Event()
         self._ready = asyncio.Event()
@@ -91,6 +93,12 @@ class DiscordAdapter:
         if reply.error:
             raise RuntimeError(f"Discord refused the post: {reply.error}")
 
+    def _connected(self) -> None:
+        if not self._ready.is_set() and self.client is not None:
+            # Logged in: replies a crash cut short can be edited now (bot/journal.py).
+            self.engine.register_recoverer(PLATFORM, DiscordRecoverer(self.client))
+        self._ready.set()
+
     async def run(self) -> None:
         """Connect and serve until `close()`."""
         use_endpoints(self.settings)
@@ -100,7 +108,7 @@ class DiscordAdapter:
             client = self.client = TeambotClient(
                 self.engine, self.settings, self.pacer, message_content=message_content
             )
-            client.on_connected = self._ready.set
+            client.on_connected = self._connected
             try:
                 await client.start(self.settings.bot_token)
                 return

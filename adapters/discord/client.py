@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import discord
 from discord import app_commands
 
+from adapters.discord.clicks import note_answer, on_click
 from adapters.discord.commands import install
 from adapters.discord.convert import (
     PLATFORM,
@@ -23,9 +24,10 @@ from adapters.discord.convert import (
 from adapters.discord.delivery import NO_MENTIONS, ChannelSurface
 from adapters.discord.settings import DiscordSettings
 from adapters.discord.sync import sync_if_changed
+from adapters.discord.threads import may_thread, open_thread, started_now, thread_key
 from bot.delivery import Scheduler, deliver
 from bot.engine import Engine
-from bot.types import ConversationKey
+from bot.types import ConversationKey, ReplyEvent
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ class TeambotClient(discord.AutoShardedClient):
         self.pacer = pacer
         self.reads_content = message_content
         self.tree: app_commands.CommandTree[TeambotClient] = app_commands.CommandTree(self)
-        install(self.tree, engine, pacer)
+        install(self.tree, engine, pacer, threads=settings.threads)
         self.ready = asyncio.Event()
         self.on_connected: Callable[[], None] = lambda: None
         self._identify_buckets = 1  # GET /gateway/bot's max_concurrency, when asked
@@ -131,25 +133,68 @@ class TeambotClient(discord.AutoShardedClient):
             return
         if message.type not in CHAT_TYPES:
             return
-        if not message.author.bot and addressed_to_bot(message, self.user.id):
-            if self._blanked(message):
-                log.info("ignoring a reply without ping: Discord hid its text (no content intent)")
-                return
-            spaces = await spaces_for(self, message.author, message.guild)
-            msg, prepared = await to_message(
-                message, self.user.id, spaces=spaces, fetch_files=False
-            )
-            if self.engine.allows(msg):  # a refused message's files are not fetched
-                msg, prepared = await to_message(
-                    message, self.user.id, spaces=spaces, readers=self.engine.pipeline.readers
-                )
-            surface = ChannelSurface(message.channel, message.channel.id, message)
-            notes = [*prepared.heard, *prepared.notes]  # what a voice message said, first
-            await deliver(self.pacer, surface, self.engine.reply(msg), notes)
+        if not message.author.bot and (
+            addressed_to_bot(message, self.user.id) or await self._follows(message)
+        ):
+            await self._answer(message)
         elif message.guild is not None and self.reads_content:
             msg, _ = await to_message(message, self.user.id, fetch_files=False)
             if msg.text:
                 await self.engine.record(msg)
+
+    async def _follows(self, message: discord.Message) -> bool:
+        """Whether to answer without a mention: in a thread the bot has answered in (its
+        own threads above all), and anywhere in a channel where `listen` is on."""
+        if message.guild is None or self._blanked(message):
+            return False
+        key = key_for(message.channel, message.guild.id)
+        if isinstance(message.channel, discord.Thread) and await self.engine.has_answered(key):
+            return True
+        return await self.engine.listening(key)
+
+    async def _answer(self, message: discord.Message) -> None:
+        assert self.user is not None
+        if self._blanked(message):
+            log.info("ignoring a reply without ping: Discord hid its text (no content intent)")
+            return
+        spaces = await spaces_for(self, message.author, message.guild)
+        msg, prepared = await to_message(message, self.user.id, spaces=spaces, fetch_files=False)
+        surface = ChannelSurface(message.channel, message.channel.id, message)
+        events: AsyncIterator[ReplyEvent]
+        if not self.engine.allows(msg):  # a refused message's files are not fetched
+            events = self.engine.reply(msg)
+        else:
+            msg, prepared = await to_message(
+                message, self.user.id, spaces=spaces, readers=self.engine.pipeline.readers
+            )
+            if self._threads_for(message):
+                # The question is stored under its thread and the model asked while the
+                # thread opens (Discord gives it the message's id).
+                events = started_now(self.engine.reply(thread_key(msg, message)))
+                thread = await open_thread(message, clean_text(message, self.user.id), self.pacer)
+                if thread is not None:
+                    surface = ChannelSurface(thread, thread.id, None)
+            else:
+                events = self.engine.reply(msg)
+        notes = [*prepared.heard, *prepared.notes]  # what a voice message said, first
+        reply = await deliver(self.pacer, surface, events, notes)
+        await note_answer(self.engine, reply)
+
+    def _threads_for(self, message: discord.Message) -> bool:
+        """A question asked in a text channel itself (not a reply to the bot) gets a thread."""
+        assert self.user is not None
+        ref = message.reference.resolved if message.reference is not None else None
+        to_bot = isinstance(ref, discord.Message) and ref.author.id == self.user.id
+        return self.settings.threads and may_thread(message) and not to_bot
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Clicks on answers' buttons; commands go through the command tree."""
+        try:
+            await on_click(interaction, self.engine, self.pacer)
+        except discord.HTTPException as exc:
+            log.warning(
+                "Discord refused the answer to a click (HTTP %s, code %s)", exc.status, exc.code
+            )
 
     def _blanked(self, message: discord.Message) -> bool:
         """Without the content intent Discord blanks replies that do not ping the bot."""

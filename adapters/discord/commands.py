@@ -1,5 +1,7 @@
 """Slash commands built from the command registry: `/ask` streams an answer, the rest run
-in the engine. The message menu's "Summarize from here" runs `summarize` from a message on.
+in the engine. The message menu's "Summarize from here" runs `summarize` from a message on;
+its "Ask teambot" asks about a message (adapters/discord/ask.py). Every command may be
+installed in a server or by a user, and used in servers, the bot's DM and other DMs.
 
 Every command defers at once (Discord voids an interaction not acknowledged within 3 s)
 and answers by follow-up. Whether a reply is private must be chosen at defer time: a
@@ -15,10 +17,13 @@ from typing import Any
 import discord
 from discord import app_commands
 
+from adapters.discord.ask import ask_teambot, must_be_private
+from adapters.discord.clicks import note_answer
 from adapters.discord.convert import (
     author_of,
     channels_of,
     describe,
+    interaction_facts,
     interaction_key,
     place_for,
     roles_of,
@@ -43,15 +48,25 @@ OPTION_TYPES: dict[Kind, Any] = {
 }
 
 
-def install(tree: app_commands.CommandTree[Any], engine: Engine, pacer: Scheduler) -> None:
+# Where commands may be installed and used: Discord's integration types (0 server, 1 user)
+# and contexts (0 server, 1 the bot's DM, 2 other DMs and group DMs).
+INSTALLS = app_commands.AppInstallationType(guild=True, user=True)
+CONTEXTS = app_commands.AppCommandContext(guild=True, dm_channel=True, private_channel=True)
+
+
+def install(
+    tree: app_commands.CommandTree[Any], engine: Engine, pacer: Scheduler, *, threads: bool = True
+) -> None:
     """Add every command the registry offers on Discord to `tree`, and the message menu's
-    "Summarize from here"."""
+    "Summarize from here" and "Ask teambot" (answered in a thread when `threads`)."""
     tree.error(on_command_error)
+    tree.allowed_installs, tree.allowed_contexts = INSTALLS, CONTEXTS
     offered = list(REGISTRY.on("discord"))
     for command in offered:
         tree.add_command(app_command(command, engine, pacer))
     if any(command.name == "summarize" for command in offered):
         tree.add_command(summarize_from_here(engine, pacer))
+    tree.add_command(ask_teambot(engine, pacer, threads=threads))
 
 
 def _parameter(option: Option) -> inspect.Parameter:
@@ -79,7 +94,7 @@ def app_command(
                 await interaction.response.defer(thinking=True, ephemeral=True)
                 await say(pacer, FollowupSurface(interaction, True), refused)
                 return
-            await interaction.response.defer(thinking=True)
+            await interaction.response.defer(thinking=True, ephemeral=must_be_private(interaction))
             await ask_command(engine, pacer, interaction, values)
             return
         # Text options in order, then the names of the flags that are on ("1d private").
@@ -152,22 +167,16 @@ async def ask_command(
         roles=roles_of(interaction.user),
         channels=_channels(interaction),
     )
-    await deliver(pacer, FollowupSurface(interaction), engine.reply(message), prepared.notes)
+    surface = FollowupSurface(interaction, must_be_private(interaction))
+    reply = await deliver(pacer, surface, engine.reply(message), prepared.notes)
+    await note_answer(engine, reply)
 
 
 def _channels(interaction: discord.Interaction) -> tuple[str, ...]:
     return channels_of(interaction.channel) or (str(interaction.channel_id),)
 
 
-def _facts(interaction: discord.Interaction) -> dict[str, Any]:
-    """Who runs a command where, as the engine's access rules and admin checks need it."""
-    return {
-        "author": author_of(interaction.user),
-        "is_group": interaction.guild_id is not None,
-        "place": place_for(interaction.channel),
-        "roles": roles_of(interaction.user),
-        "channels": _channels(interaction),
-    }
+_facts = interaction_facts
 
 
 async def run_command(
@@ -181,6 +190,7 @@ async def run_command(
     Discord fixes it when the command is acknowledged."""
     key, facts = interaction_key(interaction), _facts(interaction)
     ephemeral = engine.answers_privately(key, name=name, args=args, **facts)
+    ephemeral = ephemeral or must_be_private(interaction)
     await interaction.response.defer(thinking=True, ephemeral=ephemeral)
     try:
         result = await engine.command(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import discord
 
@@ -39,7 +40,9 @@ def place_for(channel: object) -> Place | None:
         parent = channel.parent
         return place_for(parent) if parent is not None else None
     if isinstance(channel, discord.abc.GuildChannel):
-        everyone = channel.guild.default_role
+        everyone = channel.guild.get_role(channel.guild.id)
+        if everyone is None:  # a server the bot is not in (a user install): unknown
+            return None
         public = channel.permissions_for(everyone).view_channel
         return Place(str(channel.id), channel.name, PUBLIC if public else PRIVATE)
     return None
@@ -62,6 +65,18 @@ def interaction_key(interaction: discord.Interaction) -> ConversationKey:
         space = "" if interaction.guild_id is None else str(interaction.guild_id)
         return ConversationKey(PLATFORM, space, str(interaction.channel_id))
     return key_for(channel, interaction.guild_id)
+
+
+def interaction_facts(interaction: discord.Interaction) -> dict[str, Any]:
+    """Who acts where through an interaction, as the engine's access rules and admin
+    checks need it (keyword arguments of Engine.refusal, command, answers_privately)."""
+    return {
+        "author": author_of(interaction.user),
+        "is_group": interaction.guild_id is not None,
+        "place": place_for(interaction.channel),
+        "roles": roles_of(interaction.user),
+        "channels": channels_of(interaction.channel) or (str(interaction.channel_id),),
+    }
 
 
 def author_of(user: discord.abc.User) -> Author:

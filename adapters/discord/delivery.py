@@ -1,27 +1,42 @@
 """Where Discord replies go, and Discord's rate limits as the shared scheduler spends them.
 
 A reply goes to a channel (its first message replies to the question, each further one
-to the message before) or to a slash command's follow-ups. Discord allows 5 sends and
-edits per 5 s per channel, 5 per interaction token, and 50 requests a second in all.
+to the message before) or to a slash command's follow-ups; a regenerated answer replaces
+the old one's messages in place. Discord allows 5 sends and edits per 5 s per channel,
+5 per interaction token, and 50 requests a second in all. The reply's last message
+carries its buttons (adapters/discord/buttons.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import discord
 
-from bot.delivery import File, Limit, NativeStream, Refused, Scheduler, Style, Thinking
+from adapters.discord.buttons import view_for
+from adapters.discord.recovery import message_ref
+from bot.delivery import (
+    Controls,
+    File,
+    Limit,
+    NativeStream,
+    Refused,
+    Scheduler,
+    Style,
+    Thinking,
+)
 from bot.delivery.budget import SlidingWindow
 from bot.delivery.plan import Kind
 
 log = logging.getLogger(__name__)
 
-STYLE = Style(limit=2000, emphasis="*", note_prefix="-# ", thinking=Thinking.FILE)
+STYLE = Style(limit=2000, emphasis="*", note_prefix="-# ", thinking=Thinking.FILE, buttons=True)
 # Nothing the model writes may ping anyone, including the author of the message we reply to.
 NO_MENTIONS = discord.AllowedMentions.none()
 TYPING_EVERY_S = 8.0  # a typing indicator lasts about 10 s
@@ -43,8 +58,34 @@ def scheduler() -> Scheduler:
     return Scheduler(limits)
 
 
+@contextlib.asynccontextmanager
+async def global_slot(pacer: Scheduler) -> AsyncIterator[None]:
+    """One request of the global budget for a call outside any reply (starting a thread),
+    so that replies and such calls together never exceed Discord's global limit."""
+    _, budget = pacer.budget(GLOBAL)
+    now = pacer.now()
+    while (at := budget.free_at(now)) > now:
+        await asyncio.sleep(0.05 if at == math.inf else at - now)  # inf: all in flight
+        now = pacer.now()
+    budget.acquire(now)
+    try:
+        yield
+    finally:
+        budget.release(pacer.now())
+        pacer.kick()
+
+
 def _files(files: Sequence[File]) -> list[discord.File]:
     return [discord.File(io.BytesIO(f.data), filename=f.name) for f in files]
+
+
+def _extra(files: Sequence[File], controls: Controls | None) -> dict[str, Any]:
+    """A new message's files and buttons, where it has any."""
+    extra: dict[str, Any] = {"files": _files(files)} if files else {}
+    view = view_for(controls)
+    if view is not None:
+        extra["view"] = view
+    return extra
 
 
 @contextlib.contextmanager
@@ -69,16 +110,15 @@ class _Messages:
 
     channel_id = ""  # where the messages go, for the log
 
-    async def edit(self, handle: Any, text: str, files: Sequence[File]) -> Any:
+    async def edit(
+        self, handle: Any, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> Any:
         message: discord.Message | discord.WebhookMessage = handle
+        extra: dict[str, Any] = {"view": view_for(controls)}  # None takes the buttons off
+        if files:
+            extra["attachments"] = [*message.attachments, *_files(files)]
         with _refusals(self.channel_id):
-            if files:
-                return await message.edit(
-                    content=text,
-                    allowed_mentions=NO_MENTIONS,
-                    attachments=[*message.attachments, *_files(files)],
-                )
-            return await message.edit(content=text, allowed_mentions=NO_MENTIONS)
+            return await message.edit(content=text, allowed_mentions=NO_MENTIONS, **extra)
 
     async def delete(self, handle: Any) -> None:
         with _refusals(self.channel_id):
@@ -107,8 +147,14 @@ class ChannelSurface(_Messages):
     def scopes(self, kind: Kind) -> Sequence[str]:
         return (GLOBAL,) if kind is Kind.INDICATE else self._scopes
 
-    async def post(self, text: str, files: Sequence[File]) -> discord.Message:
-        extra: dict[str, Any] = {"files": _files(files)} if files else {}
+    def ref(self, handle: discord.Message) -> str:
+        """How bot/journal.py finds this message again after a crash."""
+        return message_ref(handle)
+
+    async def post(
+        self, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> discord.Message:
+        extra = _extra(files, controls)
         if self._anchor is not None:
             extra["reference"] = self._anchor.to_reference(fail_if_not_exists=False)
         with _refusals(self.channel_id):
@@ -139,8 +185,10 @@ class FollowupSurface(_Messages):
     def scopes(self, kind: Kind) -> Sequence[str]:
         return () if kind is Kind.INDICATE else self._scopes
 
-    async def post(self, text: str, files: Sequence[File]) -> discord.WebhookMessage:
-        extra: dict[str, Any] = {"files": _files(files)} if files else {}
+    async def post(
+        self, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> discord.WebhookMessage:
+        extra = _extra(files, controls)
         with _refusals(self.channel_id):
             return await self.interaction.followup.send(
                 text,
@@ -150,3 +198,36 @@ class FollowupSurface(_Messages):
                 suppress_embeds=True,  # cited links stay links, not previews
                 **extra,
             )
+
+
+class Replacing(_Messages):
+    """A regenerated answer, shown in the old answer's messages: each of its messages is
+    first an edit of the old one in its place, then new ones follow `more`; old messages
+    left over are deleted once the new answer is complete."""
+
+    def __init__(self, old: Sequence[Any], more: ChannelSurface | FollowupSurface) -> None:
+        self._old = list(old)
+        self._more = more
+        self.channel_id = more.channel_id
+        self.indicate_every = more.indicate_every
+
+    def scopes(self, kind: Kind) -> Sequence[str]:
+        return self._more.scopes(kind)
+
+    async def post(
+        self, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> Any:
+        if not self._old:
+            return await self._more.post(text, files, controls=controls)
+        handle = self._old.pop(0)
+        edited = await self.edit(handle, text, files, controls=controls)
+        return handle if edited is None else edited
+
+    async def indicate(self, activity: str) -> bool:
+        return await self._more.indicate(activity)
+
+    async def settle(self, shown: bool) -> None:
+        for handle in self._old:
+            with contextlib.suppress(discord.HTTPException):
+                await handle.delete()
+        self._old = []

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, id_list, url
+from bot.config import ConfigError, flag, id_list, url
 
 if TYPE_CHECKING:
     from adapters.discord.adapter import DiscordAdapter
@@ -25,6 +25,8 @@ class DiscordSettings:
     # None: one process runs every shard, as many as Discord recommends (GET /gateway/bot).
     shard_count: int | None = None
     shard_ids: tuple[int, ...] = ()  # () with a count: all of them
+    # TEAMBOT_DISCORD_THREADS: a top-level mention in a text channel starts a thread there.
+    threads: bool = True
 
 
 def load(env: Mapping[str, str]) -> DiscordSettings | None:
@@ -48,6 +50,7 @@ def load(env: Mapping[str, str]) -> DiscordSettings | None:
         guild_ids=tuple(guild_ids),
         shard_count=shard_count,
         shard_ids=_shard_ids(env, shard_count),
+        threads=flag(env, "TEAMBOT_DISCORD_THREADS", True),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Coroutine
 from typing import Any
 
@@ -21,13 +22,18 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from adapters.slack import credentials
+from adapters.slack import buttons, credentials, home
+from adapters.slack.agent import Agent
 from adapters.slack.api import APP_TOKEN, BOT_TOKEN, SlackApi
+from adapters.slack.ask_modal import ASK_ABOUT_MESSAGE, AskAbout
+from adapters.slack.ask_modal import MODAL as ASK_MODAL
+from adapters.slack.clicks import Clicks
 from adapters.slack.events import Events
 from adapters.slack.http import Endpoint
 from adapters.slack.links import SlackLinks
 from adapters.slack.people import Names
 from adapters.slack.places import Channels
+from adapters.slack.recovery import SlackRecoverer
 from adapters.slack.runtime import Runtime
 from adapters.slack.settings import SlackSettings
 from adapters.slack.shortcuts import SUMMARIZE_THREAD, Shortcuts
@@ -69,10 +75,14 @@ class SlackAdapter:
             engine, client, SlackApi(client), Names(client), Channels(client), settings.bot_token
         )
         engine.register_poster("slack", self.rt.post)
+        self.rt.pacer.journal = engine.journal
+        self.agent = self.rt.agent = Agent(self.rt.api, settings.prompts)
         self.app = self._build_app()
         self._events = Events(self.rt)
         self._slash = Slash(self.rt)
         self._shortcuts = Shortcuts(self.rt)
+        self._ask = AskAbout(self.rt)
+        self._clicks = Clicks(self.rt)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
         self._socket: AsyncSocketModeHandler | None = None
@@ -100,6 +110,13 @@ class SlackAdapter:
         for name in COMMANDS:
             app.command(name)(self._on_command)
         app.shortcut(SUMMARIZE_THREAD)(self._on_summarize_thread)
+        app.shortcut(ASK_ABOUT_MESSAGE)(self._on_ask_about)
+        app.view(ASK_MODAL)(self._on_ask_submitted)
+        app.action(re.compile("^(" + "|".join(buttons.ACTIONS) + ")$"))(self._on_click)
+        app.event("app_home_opened")(self._on_home_opened)
+        app.event("assistant_thread_started")(self._on_thread_started)
+        for name in ("assistant_thread_context_changed", "app_context_changed"):
+            app.event(name)(self._on_context_changed)
         return app
 
     # Listeners: start the work and return at once
@@ -118,6 +135,43 @@ class SlackAdapter:
     ) -> None:
         await ack()
         self._spawn(self._shortcuts.summarize_thread(body, respond))
+
+    async def _on_ask_about(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        try:
+            await self._ask.open(body)  # now: the trigger expires 3 s after the click
+        except Exception:
+            log.exception("could not open the %s modal", ASK_ABOUT_MESSAGE)
+
+    async def _on_ask_submitted(
+        self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        await ack()
+        self._spawn(self._ask.submitted(body, view))
+
+    async def _on_click(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        click = buttons.click(body)
+        if click is not None:
+            self._spawn(self._clicks.handle(click))
+
+    async def _on_home_opened(self, body: dict[str, Any]) -> None:
+        event = body.get("event") or {}
+        if event.get("tab") == "home":
+            self._spawn(self._publish_home(str(body.get("team_id") or ""), event))
+        else:
+            self._spawn(self.agent.home_opened(event))
+
+    async def _publish_home(self, team: str, event: dict[str, Any]) -> None:
+        user, channel = str(event.get("user") or ""), str(event.get("channel") or "")
+        view = await home.view(self.rt.engine, team, user, channel)
+        await self.client.views_publish(user_id=user, view=view)
+
+    async def _on_thread_started(self, body: dict[str, Any]) -> None:
+        self._spawn(self.agent.thread_started(body.get("event") or {}))
+
+    async def _on_context_changed(self, body: dict[str, Any]) -> None:
+        self.agent.note(body.get("event") or {})
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(self._guard(work))
@@ -160,6 +214,9 @@ class SlackAdapter:
             self.rt.bot_id = str(auth.get("bot_id") or "")
             links = SlackLinks(str(auth.get("team_id") or ""), str(auth.get("url") or ""))
             self.rt.engine.register_links("slack", links)
+            if auth.get("url"):  # for `teambot feedback`'s links, offline (bot/cli.py)
+                await self.rt.engine.set_meta("slack:workspace_url", str(auth["url"]))
+            self.rt.engine.register_recoverer("slack", SlackRecoverer(self.rt.api))
             self._shortcuts.links = links
             if self.settings.socket_mode:
                 await self._start_socket()

@@ -1,11 +1,14 @@
 """Where Slack replies go, and Slack's rate limits as the shared scheduler spends them.
 
-Channels: the first tokens are posted as soon as the workspace's chat.update budget
-holds this reply's final edit as well as every other live reply's; until then (and
-while the model thinks) a status shows, and a reply that never went live is posted
-complete. Edits come at most once a second per message. `msg_too_long` shrinks the
-messages and re-splits. DMs: Slack's native streaming, falling back to edits on any
-streaming error or an answer longer than one message.
+Channel threads and DMs alike: Slack's native streaming (chat.startStream, addressed to
+the asker) while the workspace's startStream budget allows one and its stopStream budget
+holds this reply's stop as well as every other live stream's. Otherwise the first tokens
+are posted as soon as the chat.update budget holds this reply's final edit (and every
+other live reply's); until then (and while the model thinks) a status shows, and a reply
+that never went live is posted complete. Edits come at most once a second per message.
+Any streaming error, or an answer longer than one message, goes on with edits.
+`msg_too_long` shrinks the messages and re-splits. start, stop, append and update are
+separate budgets because Slack limits each method separately.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from dataclasses import dataclass
 
 from slack_sdk.errors import SlackApiError
 
+from adapters.slack import buttons
 from adapters.slack.api import BOT_TOKEN, NAME, TOKEN_REFUSED, SlackApi, error_code
 from adapters.slack.stream import NativeStream
-from bot.delivery import File, Limit, Refused, Scheduler, Style, Thinking, TooLong
+from bot.delivery import Controls, File, Limit, Refused, Scheduler, Style, Thinking, TooLong
 from bot.delivery.budget import TokenBucket
 from bot.delivery.plan import Kind
 from bot.errors import CredentialRefused
@@ -28,20 +32,25 @@ log = logging.getLogger("teambot.slack")
 
 # chat.update refuses ~4000 characters; leave room for the neutraliser.
 # Tool activity goes to the thread status, which Slack shows as "teambot is searching…".
-STYLE = Style(limit=3800, emphasis="_", thinking=Thinking.QUOTE, activity_in_text=False)
+STYLE = Style(
+    limit=3800, emphasis="_", thinking=Thinking.QUOTE, activity_in_text=False, buttons=True
+)
 EDIT_INTERVAL = 1.0  # seconds between edits of one message
 STATUS = "is thinking…"
+# Shown in turn under the status while the model works (assistant.threads.setStatus).
+LOADING = ("Reading the conversation…", "Thinking it over…", "Writing the answer…")
 STATUS_MAX = 100  # characters; a status is one short line under the thread
 STATUS_RENEW = 90.0  # seconds; Slack clears a status after two minutes without a message
 
-# Slack's limits per workspace (per channel for posts). A token bucket of capacity C
-# refilling at r per second sends at most C + 60·r calls in any minute: 12 + 38 stays
-# under chat.update's 50, and its burst of 12 lets about ten replies that start
-# together all stream.
+# Slack's limits per workspace and method (per channel for posts). A token bucket of
+# capacity C refilling at r per minute sends at most C + r calls in any minute: 24 + 25
+# stays under chat.update's 50 and 10 + 9 under the streams' Tier 2 (20), while a burst
+# of replies that start together gets 24 posted and 10 streamed replies live at once.
 LIMITS = {
     "post": Limit(lambda: TokenBucket(1, 48)),  # ~1 a second per channel
-    "update": Limit(lambda: TokenBucket(12, 38), reserve_finals=True),
-    "edges": Limit(lambda: TokenBucket(4, 15), reserve_finals=True),  # start/stopStream
+    "update": Limit(lambda: TokenBucket(24, 25), reserve_finals=True),
+    "start": Limit(lambda: TokenBucket(10, 9)),  # chat.startStream, Tier 2
+    "stop": Limit(lambda: TokenBucket(10, 9), reserve_finals=True),  # chat.stopStream
     "append": Limit(lambda: TokenBucket(10, 80)),  # appendStream, Tier 4
 }
 
@@ -67,14 +76,19 @@ class Place:
 
 
 class SlackSurface:
-    """One thread (or DM) that a reply is written into."""
+    """One thread (or DM) that a reply is written into.
+
+    `reuse` are messages of an earlier answer to write over (Regenerate): the reply's
+    first posts become edits of them, so the new answer takes the old one's place.
+    """
 
     style = STYLE
     edit_interval = EDIT_INTERVAL
 
-    def __init__(self, api: SlackApi, place: Place) -> None:
+    def __init__(self, api: SlackApi, place: Place, reuse: Sequence[str] = ()) -> None:
         self.api = api
         self.place = place
+        self.reuse = list(reuse)
         self.indicate_every = STATUS_RENEW
         self.stream = (
             NativeStream(api, place.channel, place.thread_ts, place.user, place.team)
@@ -86,24 +100,37 @@ class SlackSurface:
         self._scopes = {
             Kind.POST: (f"post:{place.channel}",),
             Kind.EDIT: (f"update:{place.team}",),
-            Kind.START: (f"edges:{place.team}",),
-            Kind.STOP: (f"edges:{place.team}",),
-            Kind.ABANDON: (f"edges:{place.team}",),
+            Kind.START: (f"start:{place.team}",),
+            Kind.STOP: (f"stop:{place.team}",),
+            Kind.ABANDON: (f"stop:{place.team}",),
             Kind.APPEND: (f"append:{place.team}",),
         }
+
+    def ref(self, handle: str) -> str:
+        """How bot/journal.py finds this message again after a crash: its ts."""
+        return handle
 
     def scopes(self, kind: Kind) -> Sequence[str]:
         return self._scopes.get(kind, ())
 
-    async def post(self, text: str, files: Sequence[File]) -> str:
+    async def post(
+        self, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> str:
+        extra = buttons.blocks(controls)
         try:
-            return await self.api.post(self.place.channel, self.place.thread_ts, text)
+            if self.reuse:
+                handle = self.reuse.pop(0)
+                await self.api.update(self.place.channel, handle, text, extra)
+                return handle
+            return await self.api.post(self.place.channel, self.place.thread_ts, text, extra)
         except SlackApiError as exc:
             raise _failure(exc, self.place.channel) from exc
 
-    async def edit(self, handle: str, text: str, files: Sequence[File]) -> None:
+    async def edit(
+        self, handle: str, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> None:
         try:
-            await self.api.update(self.place.channel, handle, text)
+            await self.api.update(self.place.channel, handle, text, buttons.blocks(controls))
         except SlackApiError as exc:
             raise _failure(exc, self.place.channel) from exc
 
@@ -114,7 +141,8 @@ class SlackSurface:
     async def indicate(self, activity: str) -> bool:
         """The thread's status; where Slack has none, :eyes: on the question instead."""
         place = self.place
-        if await self.api.set_status(place.channel, place.thread_ts, status(activity)):
+        loading = () if activity else LOADING
+        if await self.api.set_status(place.channel, place.thread_ts, status(activity), loading):
             self.status_shown = True
             return True
         await self.api.react(place.channel, place.user_ts, "eyes", add=True)
@@ -123,6 +151,10 @@ class SlackSurface:
 
     async def settle(self, shown: bool) -> None:
         place = self.place
+        if shown:  # the earlier answer's messages the new one did not need
+            for handle in self.reuse:
+                await self.delete(handle)
+            self.reuse.clear()
         if self.reacted:
             await self.api.react(place.channel, place.user_ts, "eyes", add=False)
         elif self.status_shown and not shown:  # nothing posted cleared the status

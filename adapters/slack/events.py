@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
-from adapters.slack import render
+from adapters.slack import agent, render
 from adapters.slack.inbound import Incoming, attachments, file_meta, parse
 from adapters.slack.runtime import FAILED, Runtime
 from bot.attachments import prepare
@@ -89,27 +89,37 @@ class Events:
         elif incoming.from_bot:
             await self._record(incoming, incoming.context_key)
         elif incoming.starts_thread:
-            thread = incoming.key(incoming.ts)
-            # Seed before recording the mention in the channel, so it isn't in the thread twice.
-            await self.rt.engage(incoming.key(), thread, seed=True)
-            try:
-                await self._answer(incoming, thread, incoming.ts)
-            finally:
-                # Channel context for later threads; after the answer, so that this database
-                # write doesn't queue ahead of the reply's own. Its failure is not the
-                # asker's business: they have had their one answer (or apology) already.
-                try:
-                    await self._record(incoming, incoming.key())
-                except Exception:
-                    log.exception(
-                        "keeping %s as context in %s failed", incoming.ts, incoming.channel
-                    )
+            await self._start_thread(incoming)
         elif incoming.mentioned or await self._engaged(incoming.key(incoming.thread_ts)):
-            thread = incoming.key(incoming.thread_ts)
-            await self.rt.engage(incoming.key(), thread, seed=False)
-            await self._answer(incoming, thread, incoming.thread_ts)
+            await self._in_thread(incoming)
+        elif await self.rt.engine.listening(incoming.key()):
+            # `listen on` here: every message is answered, in its thread, unmentioned.
+            if incoming.thread_ts:
+                await self._in_thread(incoming)
+            else:
+                await self._start_thread(incoming)
         else:
             await self._record(incoming, incoming.context_key)
+
+    async def _start_thread(self, incoming: Incoming) -> None:
+        thread = incoming.key(incoming.ts)
+        # Seed before recording the mention in the channel, so it isn't in the thread twice.
+        await self.rt.engage(incoming.key(), thread, seed=True)
+        try:
+            await self._answer(incoming, thread, incoming.ts)
+        finally:
+            # Channel context for later threads; after the answer, so that this database
+            # write doesn't queue ahead of the reply's own. Its failure is not the
+            # asker's business: they have had their one answer (or apology) already.
+            try:
+                await self._record(incoming, incoming.key())
+            except Exception:
+                log.exception("keeping %s as context in %s failed", incoming.ts, incoming.channel)
+
+    async def _in_thread(self, incoming: Incoming) -> None:
+        thread = incoming.key(incoming.thread_ts)
+        await self.rt.engage(incoming.key(), thread, seed=False)
+        await self._answer(incoming, thread, incoming.thread_ts)
 
     async def _engaged(self, key: ConversationKey) -> bool:
         """Whether the bot has answered in this thread (also before a restart)."""
@@ -159,6 +169,14 @@ class Events:
             self.rt.asker(incoming.user, incoming.channel, incoming.channel_type),
             self._text(incoming),
         )
+        if incoming.is_dm and self.rt.agent is not None:
+            self.rt.agent.title_soon(incoming.channel, thread_ts, not incoming.thread_ts, text)
+            viewing = self.rt.agent.viewing(incoming.user)
+            if viewing is not None:
+                if agent.asks_for_channel_summary(text):
+                    await self.rt.summarize_viewed(viewing, author, roles, place)
+                    return
+                text = await self.rt.with_viewed_channel(viewing, text)
         message = Message(
             key,
             incoming.ts,

@@ -23,11 +23,17 @@ class Shortcut:
 
 
 SUMMARIZE_THREAD = "summarize_thread"
+ASK_ABOUT_MESSAGE = "ask_about_message"
 SHORTCUTS = (
     Shortcut(
         SUMMARIZE_THREAD,
         "Summarize thread",
         "Catch up on this thread: topics, decisions, open questions and action items, with links",
+    ),
+    Shortcut(
+        ASK_ABOUT_MESSAGE,
+        "Ask teambot about this",
+        "Ask a question about this message; the answer comes in its thread",
     ),
 )
 
@@ -49,14 +55,16 @@ display_information:
   long_description: >-
     Mention @teambot in a channel and it answers in a thread; the thread is then the
     conversation and it answers there without being mentioned. DM it for a private
-    conversation. It sees images and text files you attach, never pings anyone, and
-    /usage shows what it costs.
+    conversation, or open it next to any channel from the top bar. It sees images and
+    text files you attach, never pings anyone, and /usage shows what it costs.
   background_color: "#2c2d30"
 features:
   app_home:
-    home_tab_enabled: false
+    home_tab_enabled: true          # what teambot does, its commands, your usage
     messages_tab_enabled: true
     messages_tab_read_only_enabled: false
+  agent_view:                       # the top-bar agent with suggested prompts
+    agent_description: "Mistral Small 4: answers, summaries and search over what your team wrote."
   bot_user:
     display_name: teambot
     always_online: true
@@ -71,6 +79,7 @@ oauth_config:
       - groups:history      # the same in private channels
       - im:history          # DMs
       - mpim:history        # group DMs
+      - assistant:write     # agent view: suggested prompts, thread titles
       - chat:write          # replies, edits, native streaming, thinking status
       - commands            # slash commands and the message shortcut
       - files:read          # download attached images and text files
@@ -80,13 +89,17 @@ oauth_config:
 settings:
   event_subscriptions:
     bot_events:
+      - app_context_changed               # agent view: the channel being viewed
+      - app_home_opened                   # Home tab; Messages tab prompts
       - app_mention
+      - assistant_thread_context_changed  # the same for the legacy assistant view
+      - assistant_thread_started
       - message.channels
       - message.groups
       - message.im
       - message.mpim
   interactivity:
-    is_enabled: true      # message shortcuts
+    is_enabled: true      # message shortcuts, modals, the buttons under answers
   org_deploy_enabled: false
   socket_mode_enabled: true
   token_rotation_enabled: false

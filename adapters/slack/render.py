@@ -37,10 +37,11 @@ def stable_prefix(text: str) -> str:
     return text[: len(text) - len(match.group(0))] if match else text
 
 
-def markdown_message(markdown: str) -> dict[str, Any]:
-    """chat.postMessage / chat.update arguments for one rendered Markdown chunk."""
+def markdown_message(markdown: str, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """chat.postMessage / chat.update arguments for one rendered Markdown chunk, with
+    `extra` blocks (buttons) under it."""
     safe = neutralise(markdown)
-    return {"text": safe, "blocks": [{"type": "markdown", "text": safe}]}
+    return {"text": safe, "blocks": [{"type": "markdown", "text": safe}, *(extra or ())]}
 
 
 def quote(markdown: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,6 +15,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from adapters.slack.agent import Agent, Viewing
 from adapters.slack.api import SlackApi, error_code
 from adapters.slack.delivery import Place, SlackSurface, scheduler
 from adapters.slack.groups import Groups
@@ -22,7 +25,7 @@ from adapters.slack.places import Channels
 from bot.delivery import Reply, Scheduler, deliver, say
 from bot.engine import Engine
 from bot.errors import CredentialRefused
-from bot.types import Author, ConversationKey, Message
+from bot.types import Author, ConversationKey, Message, ReplyEvent, Started
 from bot.types import Place as Where
 
 log = logging.getLogger("teambot.slack")
@@ -92,6 +95,8 @@ class Runtime:
     engaged: RecentKeys = field(default_factory=lambda: RecentKeys(ENGAGED_REMEMBERED))
     pacer: Scheduler = field(default_factory=scheduler)  # every reply's calls, paced together
     groups: Groups | None = None  # user groups, for TEAMBOT_ALLOWED_ROLES
+    agent: Agent | None = None  # the agent view's prompts, titles and viewed channels
+    _stops: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def download(self, url: str) -> bytes:
         """A private file, with the bot token (without it Slack serves a login page)."""
@@ -164,20 +169,85 @@ class Runtime:
 
     async def answer(self, message: Message, place: Place) -> None:
         """Stream the engine's reply to `message` into `place`; never raises."""
+        await self.show(self.engine.reply(message), SlackSurface(self.api, place), message.id)
+
+    async def show(
+        self, events: AsyncIterator[ReplyEvent], surface: SlackSurface, what: str
+    ) -> None:
+        """Deliver a reply's `events` on `surface`, then note where its answer shows (for
+        links to it) and tell the asker privately if Slack refused it; never raises."""
+        place = surface.place
         try:
-            reply = await deliver(
-                self.pacer, SlackSurface(self.api, place), self.engine.reply(message)
-            )
+            reply = await deliver(self.pacer, surface, self._stoppable(events, surface))
         except Exception:
-            log.exception("answering %s in %s failed", message.id, place.channel)
+            log.exception("answering %s in %s failed", what, place.channel)
             await self.say(place, FAILED)
             return
+        if reply.answer_id and reply.handles:
+            try:
+                await self.engine.answer_posted(reply.answer_id, str(reply.handles[0]))
+            except Exception:
+                log.exception("could not note where answer %d shows", reply.answer_id)
         if isinstance(reply.refusal, CredentialRefused):
             return  # nothing can reach the asker until the token works again
         if reply.refusal is not None:
             await self.tell_refused(place, reply.refusal.code)
         elif reply.error and not reply.visible:
             await self.say(place, FAILED)
+
+    async def _stoppable(
+        self, events: AsyncIterator[ReplyEvent], surface: SlackSurface
+    ) -> AsyncIterator[ReplyEvent]:
+        """`events`, with Slack's own stop of a native stream (`stopped_by_user`) wired to
+        Engine.stop for the question they answer, as the Stop button is."""
+        async for event in events:
+            if isinstance(event, Started) and event.question and surface.stream is not None:
+                stop = functools.partial(self._spawn_stop, event.question, surface.place.user)
+                surface.stream.on_user_stop = stop
+            yield event
+
+    def _spawn_stop(self, question: int, user: str) -> None:
+        task = asyncio.create_task(self._stop_for(question, user))
+        self._stops.add(task)
+        task.add_done_callback(self._stops.discard)
+
+    async def _stop_for(self, question: int, user: str) -> None:
+        try:
+            await self.engine.stop(question, await self.author(user))
+        except Exception:
+            log.exception("stopping question %d for %s failed", question, user)
+
+    async def summarize_viewed(
+        self, viewing: Viewing, author: Author, roles: tuple[str, ...], place: Place
+    ) -> None:
+        """ "Summarize this channel" asked next to a channel: that channel's summary, read
+        with the asker's scope from where they ask (their DM with the bot plus the
+        workspace's public channels), so a channel they may not read stays unread."""
+        where = await self.channels.place(place.channel, "im")
+        key = ConversationKey("slack", viewing.team or place.team, viewing.channel)
+        result = await self.engine.command(
+            key,
+            author,
+            "summarize",
+            "",
+            is_group=True,
+            place=where,
+            spaces=(key.space,),
+            roles=roles,
+            channels=(viewing.channel,),
+        )
+        await self.say(place, result.text)
+
+    async def with_viewed_channel(self, viewing: Viewing, text: str) -> str:
+        """The question with a note naming the channel its asker is looking at, so that
+        "this channel" and searches point there (the tools still read only their scope)."""
+        try:
+            where = await self.channels.place(viewing.channel, "")
+        except Exception:
+            log.exception("could not name the viewed channel %s", viewing.channel)
+            return text
+        name = f"#{where.name}" if where and where.name else f"<#{viewing.channel}>"
+        return f'{text}\n\n(I am looking at {name} in Slack; "this channel" means {name}.)'
 
     async def tell_refused(self, place: Place, code: str) -> None:
         """Slack refused the answer in `place`: say so to the asker alone, once, where
@@ -205,5 +275,6 @@ class Runtime:
             user_ts=incoming.ts,
             user=incoming.user,
             team=incoming.team,
-            native=incoming.is_dm,
+            # Streams in channels are addressed to the asker (Slack requires a recipient).
+            native=bool(incoming.user and incoming.team),
         )

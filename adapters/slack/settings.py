@@ -16,6 +16,17 @@ NAME = "Slack"
 NOT_CONFIGURED = "not configured (SLACK_BOT_TOKEN + SLACK_APP_TOKEN or SLACK_SIGNING_SECRET)"
 
 
+# Suggested prompts atop a new agent thread (TEAMBOT_SLACK_PROMPTS); Slack shows four.
+DEFAULT_PROMPTS = (
+    "Summarize this channel",
+    "What did we decide about the release last week?",
+    "Explain this error message",
+    "Draft a short announcement",
+)
+PROMPTS_MAX = 4
+PROMPT_CHARS = 150
+
+
 @dataclass(frozen=True)
 class SlackSettings:
     bot_token: str
@@ -23,6 +34,7 @@ class SlackSettings:
     signing_secret: str = ""
     port: int = 3000
     api_base_url: str = "https://slack.com/api/"
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
 
     @property
     def socket_mode(self) -> bool:
@@ -47,7 +59,22 @@ def load(env: Mapping[str, str]) -> SlackSettings | None:
         signing_secret=secret,
         port=integer(env, "TEAMBOT_SLACK_PORT", 3000, 1, 65535),
         api_base_url=base if base.endswith("/") else base + "/",
+        prompts=prompts(env),
     )
+
+
+def prompts(env: Mapping[str, str]) -> tuple[str, ...]:
+    """TEAMBOT_SLACK_PROMPTS: up to four `|`-separated prompts (unset: the defaults)."""
+    raw = env.get("TEAMBOT_SLACK_PROMPTS", "").strip()
+    if not raw:
+        return DEFAULT_PROMPTS
+    found = tuple(p.strip() for p in raw.split("|") if p.strip())
+    if not found or len(found) > PROMPTS_MAX or any(len(p) > PROMPT_CHARS for p in found):
+        raise ConfigError(
+            "TEAMBOT_SLACK_PROMPTS",
+            f"1 to {PROMPTS_MAX} prompts separated by |, each at most {PROMPT_CHARS} characters",
+        )
+    return found
 
 
 def secrets(settings: SlackSettings) -> list[str]:

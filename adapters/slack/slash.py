@@ -98,7 +98,7 @@ class Slash:
         if not is_dm:
             key = ConversationKey("slack", channel_key.space, channel_key.channel, ts)
             await self.rt.engage(channel_key, key, seed=True)
-        place = Place(channel_key.channel, ts, ts, author.id, channel_key.space, native=is_dm)
+        place = Place(channel_key.channel, ts, ts, author.id, channel_key.space, native=True)
         message = Message(
             key,
             ts,

@@ -20,7 +20,7 @@ from bot.digests import DEFAULT_TIME, parse_clock
 from bot.model import capabilities_of
 from bot.store import UsageTotals
 from bot.text import usd
-from bot.types import CommandResult
+from bot.types import CommandResult, ConversationKey
 
 DAY = 86_400.0
 REASONING_MODES = ("on", "off", "show")
@@ -143,6 +143,33 @@ async def _tools(call: Call) -> CommandResult:
         f"Tools are **on** here: {listed}. I can search what this team wrote where you can "
         "read it, and cite it with links."
     )
+
+
+LISTEN_MODES = ("on", "off")
+
+
+async def _listen(call: Call) -> CommandResult:
+    choice = call.args.lower()
+    if choice not in ("", *LISTEN_MODES):
+        return CommandResult("Use `listen on` or `listen off`.", True)
+    if not call.is_group:
+        return CommandResult("In a DM I answer every message anyway; `listen` is for channels.")
+    # The channel's setting, wherever it is typed: its threads listen with it.
+    channel = ConversationKey(call.key.platform, call.key.space, call.key.channel)
+    if choice:
+        await call.services.set_setting(channel, "listen", "on" if choice == "on" else None)
+        await call.services.audit(call, "listen", f"{choice} in {channel}")
+    on = (await call.services.conversation_settings(channel)).listen == "on"
+    if on:
+        return CommandResult(
+            "Listening is **on** in this channel: I answer every message here and in its "
+            "threads, no mention needed."
+        )
+    return CommandResult("Listening is **off** in this channel: mention me to ask.")
+
+
+def _listen_is_private(call: Call) -> bool:
+    return not call.args or not Command.allowed(LISTEN, call)
 
 
 def _wants_private(call: Call) -> bool:
@@ -345,6 +372,19 @@ TOOLS = REGISTRY.add(
         options=(Option("mode", "on or off; leave empty to see my tools", choices=TOOL_MODES),),
         who=Who.ADMINS_TO_CHANGE,
         private=_tools_is_private,
+    )
+)
+LISTEN = REGISTRY.add(
+    Command(
+        name="listen",
+        summary="Answer every message in this channel without a mention (admins change it)",
+        help="answer every message in this channel and its threads without a mention "
+        "(admins change it)",
+        usage="on|off",
+        handler=_listen,
+        options=(Option("mode", "on or off; leave empty to see it", choices=LISTEN_MODES),),
+        who=Who.ADMINS_TO_CHANGE,
+        private=_listen_is_private,
     )
 )
 REGISTRY.add(

@@ -3,6 +3,8 @@
 While the model writes, a reply shows its notes and the answer so far (and, while tools
 run, one activity line). When it is done it shows the whole answer with any notice
 (cut off, stopped, failed) and footer. `Style` holds what differs between platforms.
+`Controls` are the buttons under a reply's last message: Stop while it is written,
+Regenerate and feedback once it is complete.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Style:
     # Whether the tools' activity line shows in the reply's text; where it does not, the
     # surface's working indicator carries it (Slack's thread status).
     activity_in_text: bool = True
+    # Whether the platform shows a reply's `Controls` as buttons; without, none are sent.
+    buttons: bool = False
 
     def emphasised(self, text: str) -> str:
         return f"{self.emphasis}{text}{self.emphasis}"
@@ -49,6 +53,20 @@ class File:
     data: bytes
 
 
+@dataclass(frozen=True)
+class Controls:
+    """The buttons a reply's last message carries, for the stored question it answers.
+
+    `question` is the question's row id: enough for any process to act on a click, even
+    after a restart, so surfaces put it into the buttons' ids.
+    """
+
+    question: int
+    stop: bool = False
+    regenerate: bool = False
+    feedback: bool = False
+
+
 @dataclass
 class View:
     """Everything a reply may show; `text()` renders it for one platform."""
@@ -62,6 +80,8 @@ class View:
     show_thinking: bool = False
     final: bool = False
     tools: tuple[str, ...] = ()
+    question: int = 0  # the stored question this answers (0: none, e.g. a command's answer)
+    failed: bool = False
 
     def finish(self, outcome: ReplyDone | ReplyFailed) -> None:
         """Take the engine's last word: the stored answer, or a failure notice."""
@@ -69,12 +89,23 @@ class View:
         self.activity = ""
         if isinstance(outcome, ReplyFailed):
             self.notice = outcome.notice
+            self.failed = True
             return
+        self.question = outcome.question or self.question
         self.answer = outcome.text or self.answer
         self.notice = outcome.notice if outcome.cut_off else ""
         self.thinking = outcome.thinking
         self.show_thinking = outcome.show_thinking
         self.tools = outcome.tools
+
+    def controls(self, style: Style) -> Controls | None:
+        """The buttons for now: Stop while the answer is written, Regenerate and feedback
+        once complete, only Regenerate after a failure; none without a question."""
+        if not (style.buttons and self.question):
+            return None
+        if not self.final:
+            return Controls(self.question, stop=True)
+        return Controls(self.question, regenerate=True, feedback=not self.failed)
 
     def text(self, style: Style) -> str:
         head = "".join(f"{style.note_prefix}{note}\n" for note in self.notes)

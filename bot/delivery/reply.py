@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.delivery.compose import View
+from bot.delivery.compose import Controls, View
 from bot.delivery.plan import Kind, Priority, Step, next_step
 from bot.delivery.split import messages
 from bot.delivery.surface import Refused, Surface, TooLong
@@ -49,6 +49,8 @@ class Reply:
         self.streaming = False  # a native stream is open
         self.handles: list[Any] = []
         self.shown: list[str] = []
+        self.marks: list[Controls | None] = []  # the controls each shown message carries
+        self.answer_id = 0  # the stored answer's row id, once the engine said (ReplyDone)
         self.files_sent = False
         self.owes: tuple[str, ...] = ()  # budgets its final update will spend (while live)
         self.error = ""  # why the platform stopped this reply, if it did
@@ -73,6 +75,7 @@ class Reply:
             # Only now is there something to be working on; in a burst this also keeps the
             # indicators' requests behind the model requests.
             self.working = True
+            self.view.question = event.question or self.view.question
             self._notify()
             return
         if isinstance(event, TextDelta):
@@ -90,6 +93,8 @@ class Reply:
                     self._notify()
                 return
         else:
+            if isinstance(event, ReplyDone):
+                self.answer_id = event.answer
             self.view.finish(event)
         self._changed()
 
@@ -137,7 +142,14 @@ class Reply:
     def without_stream(self) -> Step | None:
         """The step posts and edits would take now (when a native stream can't start)."""
         files = () if self.files_sent else self.view.files(self.style)
-        return next_step(self.shown, self.wanted(), final=self.view.final, files=files)
+        return next_step(
+            self.shown,
+            self.wanted(),
+            final=self.view.final,
+            files=files,
+            controls=self.view.controls(self.style),
+            marks=self.marks,
+        )
 
     def _stream_step(self) -> Step | None:
         stream = self.stream
@@ -150,7 +162,9 @@ class Reply:
                 return None
             return Step(Kind.START, Priority.FIRST, text=text)
         if self.view.final:
-            return Step(Kind.STOP if fits else Kind.ABANDON, Priority.FINAL, text=text)
+            controls = self.view.controls(self.style)
+            kind = Kind.STOP if fits else Kind.ABANDON
+            return Step(kind, Priority.FINAL, text=text, controls=controls)
         if not fits:
             return Step(Kind.ABANDON, Priority.OVERFLOW)
         return Step(Kind.APPEND, Priority.GROW, text=text)
@@ -193,19 +207,26 @@ class Reply:
             self.indicated_at = self._clock()
             self.indicating = await surface.indicate(self.view.activity)
         elif step.kind is Kind.POST:
-            self.handles.append(await surface.post(step.text, step.files))
+            self.handles.append(await surface.post(step.text, step.files, **self._controls(step)))
             self.shown.append(step.text)
+            self.marks.append(step.controls)
             self._sent(step)
         elif step.kind is Kind.EDIT:
-            edited = await surface.edit(self.handles[step.index], step.text, step.files)
-            self.handles[step.index] = self.handles[step.index] if edited is None else edited
+            handle = self.handles[step.index]
+            edited = await surface.edit(handle, step.text, step.files, **self._controls(step))
+            self.handles[step.index] = handle if edited is None else edited
             self.shown[step.index] = step.text
+            self.marks[step.index] = step.controls
             self._sent(step)
         elif step.kind is Kind.DELETE:
             await surface.delete(self.handles[step.index])
-            del self.handles[step.index], self.shown[step.index]
+            del self.handles[step.index], self.shown[step.index], self.marks[step.index]
         else:
             await self._stream_request(step)
+
+    def _controls(self, step: Step) -> dict[str, Controls | None]:
+        """The `controls` keyword, for surfaces with buttons only (the rest never see it)."""
+        return {"controls": step.controls} if self.style.buttons else {}
 
     def _sent(self, step: Step) -> None:
         self.files_sent = self.files_sent or bool(step.files)
@@ -222,9 +243,10 @@ class Reply:
             return
         if step.kind is Kind.APPEND and await stream.append(step.text) is not False:
             return
-        if step.kind is Kind.STOP and await stream.finish(step.text):
+        if step.kind is Kind.STOP and await stream.finish(step.text, **self._controls(step)):
             self.streaming = False
             self.handles, self.shown = [stream.handle], messages(step.text, self.limit)[:1]
+            self.marks = [step.controls if self.style.buttons else None]
             self.owes = ()
             return
         if step.kind is not Kind.STOP and not stream.failed:
@@ -237,6 +259,7 @@ class Reply:
         self.streaming = False
         if self.stream.handle is not None:
             self.handles, self.shown = [self.stream.handle], [self.stream.shown]
+            self.marks = [None]
             self.owes = tuple(self.surface.scopes(Kind.EDIT))
         self.stream = None
 

@@ -31,6 +31,7 @@ from bot.delivery.plan import Kind, Priority, Step
 from bot.delivery.reply import Reply
 from bot.delivery.surface import Refused, Surface
 from bot.errors import CredentialRefused
+from bot.journal import Journal
 
 log = logging.getLogger("teambot.delivery")
 
@@ -63,6 +64,8 @@ class Limit:
 class Scheduler:
     def __init__(self, limits: Callable[[str], Limit]) -> None:
         self._limits = limits
+        # Where replies in progress are recorded (bot/journal.py); set by the adapter.
+        self.journal: Journal | None = None
         self._replies: set[Reply] = set()
         self._budgets: dict[str, tuple[Limit, Budget]] = {}
         self._wake = asyncio.Event()

@@ -3,6 +3,9 @@
 A `Surface` is one place a reply goes (a channel thread, an interaction's follow-ups,
 a terminal). It makes single requests and says which rate budgets each kind of
 request spends; everything about *what* to send and *when* lives in `bot/delivery`.
+Surfaces whose `Style` has `buttons` also get the reply's `Controls` (the buttons its
+last message should carry now) as the `controls` keyword of `post`, `edit` and a native
+stream's `finish`; a message posted or edited with `controls=None` carries none.
 Errors: raise `TooLong` when the platform refuses a message as too long (the reply is
 re-split smaller), `Refused` when it refuses for good (the reply stops there).
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from bot.delivery.compose import File, Style
+from bot.delivery.compose import Controls, File, Style
 from bot.delivery.plan import Kind
 from bot.errors import PlatformRefused
 
@@ -59,7 +62,7 @@ class NativeStream(Protocol):
         False if the stream broke."""
         ...
 
-    async def finish(self, text: str) -> bool: ...
+    async def finish(self, text: str, *, controls: Controls | None = None) -> bool: ...
 
     async def abandon(self) -> None: ...
 
@@ -78,9 +81,13 @@ class Surface(Protocol):
         """The budgets a request of `kind` spends (see `Scheduler`'s limits)."""
         ...
 
-    async def post(self, text: str, files: Sequence[File]) -> Any: ...
+    async def post(
+        self, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> Any: ...
 
-    async def edit(self, handle: Any, text: str, files: Sequence[File]) -> Any:
+    async def edit(
+        self, handle: Any, text: str, files: Sequence[File], *, controls: Controls | None = None
+    ) -> Any:
         """Returns the updated handle, or None to keep the old one."""
         ...
 

@@ -278,6 +278,76 @@ class AuditEntry:
     created_at: float | None = None
 
 
+@dataclass(frozen=True)
+class Asked:
+    """A stored question and what became of it: what Stop, Regenerate and votes act on.
+
+    Adapters keep only the question's row id (in their buttons); this is everything else
+    a later click needs, in any process, after a restart.
+    """
+
+    question: StoredMessage
+    answer: StoredMessage | None = None  # its current answer, when one is stored
+    place: PlaceInfo | None = None  # where its conversation lives, when noted
+    reasoning: bool | None = None  # the question's own reasoning choice (`think:`, an option)
+    window_start: int = 0  # where its conversation's prompt window starts
+    # A live process holds or waits for its turn (PostgreSQL's `turns`; SQLite has one
+    # process, which knows its own replies).
+    running: bool = False
+    stopped_by: str | None = None  # who pressed Stop on its answer, if anyone did
+
+
+@dataclass(frozen=True)
+class Vote:
+    """One person's 👍 (+1) or 👎 (-1) on an answer."""
+
+    answer: int
+    question: int
+    conversation: str
+    platform: str
+    user_id: str
+    value: int
+
+
+@dataclass(frozen=True)
+class RatedAnswer:
+    """An answer (current or a previous version) with its votes."""
+
+    answer: int
+    conversation: str
+    platform_id: str | None
+    up: int
+    down: int
+    text: str
+
+
+@dataclass(frozen=True)
+class FeedbackReport:
+    days: list[tuple[str, int, int]]  # (UTC day, 👍, 👎), oldest first
+    worst: list[RatedAnswer]  # most 👎 over 👍 first; only answers with a 👎
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A reply whose process died while it was showing (see bot/journal.py)."""
+
+    question: int
+    conversation: str
+    refs: tuple[str, ...]  # the platform's ids of the messages holding it, in order
+    shown: tuple[str, ...]  # what each showed when last recorded
+    answered: bool  # its answer was stored before the process died
+
+
+def orphan_from_row(row: Mapping[str, Any]) -> Orphan:
+    return Orphan(
+        question=int(row["question"]),
+        conversation=str(row["conversation"]),
+        refs=tuple(json.loads(row["refs"])),
+        shown=tuple(json.loads(row["shown"])),
+        answered=bool(row["answered"]),
+    )
+
+
 class Store(Protocol):
     # Turns and change news shared by every process on this store (see bot/cluster.py).
     cluster: Cluster
@@ -466,6 +536,70 @@ class Store(Protocol):
     async def save_extract(self, key: str, kind: str, content: str) -> None:
         """Keep `content` (of `kind`: "ocr", "pdf_text", "transcript") under `key`;
         saving the same key again replaces it."""
+        ...
+
+    # Stop, Regenerate and feedback (bot/control.py)
+
+    async def asked(self, question: int) -> Asked | None:
+        """The question with row id `question` and its current answer (None if no such
+        question is stored)."""
+        ...
+
+    async def note_reply(
+        self,
+        question: int,
+        conversation: str,
+        *,
+        reasoning: bool | None = None,
+        stopped_by: str | None = None,
+    ) -> None:
+        """Remember the question's own reasoning choice, or who stopped its answer
+        (a field left None keeps what is noted)."""
+        ...
+
+    async def replace_answer(self, question: int, answer: NewMessage) -> int:
+        """Store `answer` as the question's answer in one transaction: its current answer
+        rows leave `messages` (so no window or search sees them) for `message_versions`,
+        kept as previous versions. Returns the new answer's id."""
+        ...
+
+    async def answer_versions(self, question: int) -> list[StoredMessage]:
+        """The question's previous answers (replaced by Regenerate), oldest first."""
+        ...
+
+    async def answer_posted(self, answer: int, platform_id: str) -> bool:
+        """Note the platform's id of the message showing answer `answer` (for links);
+        False when there is no such answer or its conversation has that id already."""
+        ...
+
+    async def vote(self, vote: Vote) -> int | None:
+        """Store a vote, replacing the voter's earlier one on that answer; returns the
+        earlier value (None for a first vote)."""
+        ...
+
+    async def feedback_report(self, *, since: float, worst: int = 10) -> FeedbackReport:
+        """Votes per UTC day since `since`, and the `worst` lowest-rated answers."""
+        ...
+
+    async def enter_turn(self, conversation: str, question: int) -> None:
+        """Queue a turn for an already stored question (Regenerate), as `add_question`
+        does for a new one; `cluster.turn(conversation, question)` then waits for it."""
+        ...
+
+    # Replies in progress (bot/journal.py)
+
+    async def reply_started(self, question: int, conversation: str) -> None:
+        """Record that the reply to `question` is about to show, owned by this process."""
+        ...
+
+    async def reply_progress(
+        self, question: int, refs: Sequence[str], shown: Sequence[str]
+    ) -> None: ...
+
+    async def reply_ended(self, question: int) -> None: ...
+
+    async def take_orphaned_replies(self, platform: str) -> list[Orphan]:
+        """Remove and return `platform`'s replies in progress whose process is gone."""
         ...
 
     async def aclose(self) -> None: ...

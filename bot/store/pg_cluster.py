@@ -52,6 +52,12 @@ CREATE INDEX idx_turns_conversation ON turns (conversation, id);
 """
 TURN_LOCK = "SELECT pg_advisory_xact_lock(hashtext('teambot_turn:' || %s))"
 ADD_TURN = "INSERT INTO turns (conversation, message_id, owner, created_at) VALUES (%s, %s, %s, %s)"
+# ADD_TURN, saying whether an earlier turn of the conversation is there (under the lock
+# every earlier turn has committed, and RETURNING sees the rows from before the insert).
+ADD_TURN_FIRST = (
+    ADD_TURN + " RETURNING NOT EXISTS (SELECT 1 FROM turns t "
+    "WHERE t.conversation = turns.conversation AND t.id < turns.id) AS first"
+)
 
 # The live owners: those whose advisory lock is held in this database.
 LIVE_OWNERS = f"""
@@ -75,6 +81,8 @@ class PostgresCluster:
         self._listener: asyncio.Task[None] | None = None
         self._handlers: list[OnChange] = []
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        # Questions whose turn had no earlier one when stored: none can come before them.
+        self._first: set[int] = set()
         self._closing = False
 
     # Life cycle
@@ -182,10 +190,18 @@ class PostgresCluster:
 
     # Turns
 
+    def first_in_line(self, question: int) -> None:
+        """The store found no earlier turn when it stored `question` (saves a look)."""
+        self._first.add(question)
+
     @asynccontextmanager
     async def turn(self, conversation: str, question: int) -> AsyncIterator[bool]:
         try:
-            blocked = await self._earlier(conversation, question)
+            if question in self._first:
+                self._first.discard(question)
+                blocked = False
+            else:
+                blocked = await self._earlier(conversation, question)
             if blocked:
                 await self._wait(conversation, question)
             yield blocked

@@ -7,6 +7,7 @@ tests (tests/test_store.py) run against both.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,20 +21,33 @@ from bot.cluster import Cluster, LocalCluster
 from bot.errors import ConfigError
 from bot.store import (
     INSERT_COLUMNS,
+    Asked,
     AuditEntry,
     Budget,
+    FeedbackReport,
     Hit,
     Hold,
     NewMessage,
+    Orphan,
     PlaceInfo,
+    RatedAnswer,
     Scope,
     SearchQuery,
     StoredMessage,
     UsageRecord,
     UsageRow,
     UsageTotals,
+    Vote,
+    orphan_from_row,
 )
-from bot.store.pg_cluster import ADD_TURN, TURN_LOCK, TURNS_MIGRATION, PostgresCluster
+from bot.store.pg_cluster import (
+    ADD_TURN,
+    ADD_TURN_FIRST,
+    LIVE_OWNERS,
+    TURN_LOCK,
+    TURNS_MIGRATION,
+    PostgresCluster,
+)
 from bot.store.search import (
     CANDIDATES,
     FORGOTTEN,
@@ -219,7 +233,48 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     ("m007_turns", TURNS_MIGRATION),  # bot/store/pg_cluster.py
+    (
+        "m009_replies_in_progress",
+        """
+        -- Replies showing right now, so a crash never leaves one looking finished
+        -- (bot/journal.py); `owner` is the process's cluster owner number.
+        CREATE TABLE replies_in_progress (
+            question BIGINT PRIMARY KEY, conversation TEXT NOT NULL, owner BIGINT NOT NULL,
+            refs TEXT NOT NULL, shown TEXT NOT NULL, started_at DOUBLE PRECISION NOT NULL);
+        """,
+    ),
+    (
+        "m008_feedback_versions",
+        """
+        -- Stop, Regenerate and feedback (bot/control.py). A replaced answer moves from
+        -- `messages` to `message_versions` with the same columns (and id), so no read of
+        -- `messages` sees it.
+        CREATE TABLE feedback (
+            answer BIGINT NOT NULL, question BIGINT NOT NULL, conversation TEXT NOT NULL,
+            platform TEXT NOT NULL, user_id TEXT NOT NULL, value SMALLINT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (answer, platform, user_id));
+        CREATE INDEX idx_feedback_time ON feedback(created_at);
+        CREATE TABLE message_versions (
+            id BIGINT PRIMARY KEY, conversation TEXT NOT NULL, platform_id TEXT,
+            role TEXT NOT NULL, author_id TEXT, author_name TEXT, text TEXT NOT NULL,
+            thinking TEXT, attachments TEXT, tokens INTEGER NOT NULL, reply_to BIGINT,
+            created_at DOUBLE PRECISION NOT NULL, copied SMALLINT NOT NULL DEFAULT 0,
+            rounds TEXT, replaced_by BIGINT NOT NULL,
+            replaced_at DOUBLE PRECISION NOT NULL);
+        CREATE INDEX idx_message_versions_question ON message_versions(reply_to);
+        -- A question's own reasoning choice and who stopped its answer, when there is one.
+        CREATE TABLE reply_notes (
+            question BIGINT PRIMARY KEY, conversation TEXT NOT NULL, reasoning BOOLEAN,
+            stopped_by TEXT, updated_at DOUBLE PRECISION NOT NULL);
+        """,
+    ),
 ]
+VERSION_COLUMNS = ", ".join(("id", *INSERT_COLUMNS))
+# Versions and notes of questions no longer stored (forgotten, purged) go with them.
+DROP_ORPHANS = """
+DELETE FROM message_versions v WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = v.reply_to);
+DELETE FROM reply_notes r WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.question);
+"""
 EVENT_TTL_SECONDS = 7 * 24 * 3600
 # `span` names up to this many conversations to the planner (see `PostgresStore.span`).
 SPAN_KEYS = 1_000
@@ -350,7 +405,12 @@ class PostgresStore:
             row = await cursor.fetchone()
             assert row is not None
             owner = self._shared.owner if self._shared else 0
-            await conn.execute(ADD_TURN, [message.conversation, row["id"], owner, time.time()])
+            turn = await conn.execute(
+                ADD_TURN_FIRST, [message.conversation, row["id"], owner, time.time()]
+            )
+            first = await turn.fetchone()
+            if self._shared is not None and first is not None and first["first"]:
+                self._shared.first_in_line(int(row["id"]))
             return StoredMessage.from_row(row)
 
     @staticmethod
@@ -437,6 +497,7 @@ class PostgresStore:
             await conn.execute(
                 "UPDATE conversations SET window_start = 0 WHERE key = %s", [conversation]
             )
+            await conn.execute(DROP_ORPHANS)
             return cursor.rowcount
 
     async def window(self, conversation: str) -> tuple[int, list[StoredMessage]]:
@@ -789,6 +850,11 @@ class PostgresStore:
                 "AND NOT EXISTS (SELECT 1 FROM messages WHERE author_id = %(user)s)",
                 params,
             )
+            await conn.execute(
+                "DELETE FROM feedback WHERE platform = %(platform)s AND user_id = %(user)s",
+                params,
+            )
+            await conn.execute(DROP_ORPHANS)
         return deleted
 
     async def export_user(self, platform: str | None, user_id: str) -> dict[str, Any]:
@@ -844,6 +910,7 @@ class PostgresStore:
             deleted = int(rows[0]["n"])
             total += deleted
             if deleted < PURGE_BATCH:
+                await self._count(DROP_ORPHANS)
                 return total
 
     # Places, search and reads within a scope
@@ -1122,6 +1189,198 @@ class PostgresStore:
             [conversation, limit],
         )
         return [StoredMessage.from_row(row) for row in reversed(rows)]
+
+    # Stop, Regenerate and feedback
+
+    async def asked(self, question: int) -> Asked | None:
+        rows = await self._all(
+            f"SELECT {M_COLUMNS}, c.window_start, p.key AS place_key, p.name AS place_name, "
+            "p.visibility, n.reasoning, n.stopped_by, "
+            f"EXISTS (SELECT 1 FROM turns t WHERE t.message_id = m.id "
+            f"AND t.owner IN ({LIVE_OWNERS})) AS running "
+            "FROM messages m LEFT JOIN conversations c ON c.key = m.conversation "
+            "LEFT JOIN places p ON p.key = c.place "
+            "LEFT JOIN reply_notes n ON n.question = m.id "
+            "WHERE m.id = %s AND m.role = 'user'",
+            [question],
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        asked = StoredMessage.from_row(row)
+        place = None
+        if row["place_key"] is not None:
+            place = PlaceInfo(row["place_key"], row["place_name"] or "", row["visibility"])
+        answers = await self._all(
+            f"SELECT {COLUMNS} FROM messages WHERE conversation = %s AND {POSITION} = %s "
+            "AND reply_to = %s AND role = 'assistant' ORDER BY id DESC LIMIT 1",
+            [asked.conversation, question, question],
+        )
+        return Asked(
+            asked,
+            StoredMessage.from_row(answers[0]) if answers else None,
+            place,
+            row["reasoning"],
+            int(row["window_start"] or 0),
+            bool(row["running"]),
+            row["stopped_by"],
+        )
+
+    async def note_reply(
+        self,
+        question: int,
+        conversation: str,
+        *,
+        reasoning: bool | None = None,
+        stopped_by: str | None = None,
+    ) -> None:
+        await self._count(
+            "INSERT INTO reply_notes(question, conversation, reasoning, stopped_by, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (question) DO UPDATE SET "
+            "reasoning = coalesce(EXCLUDED.reasoning, reply_notes.reasoning), "
+            "stopped_by = coalesce(EXCLUDED.stopped_by, reply_notes.stopped_by), "
+            "updated_at = EXCLUDED.updated_at",
+            [question, conversation, reasoning, stopped_by, time.time()],
+        )
+
+    async def replace_answer(self, question: int, answer: NewMessage) -> int:
+        now = answer.created_at or time.time()
+        async with self.pool.connection() as conn, conn.transaction():
+            row_id = await self._insert(conn, answer)
+            assert row_id is not None, "an answer has no platform id to clash"
+            old = (
+                f"FROM messages WHERE conversation = %s AND {POSITION} = %s AND reply_to = %s "
+                "AND role = 'assistant' AND id <> %s"
+            )
+            params = [answer.conversation, question, question, row_id]
+            await conn.execute(
+                f"INSERT INTO message_versions({VERSION_COLUMNS}, replaced_by, replaced_at) "
+                f"SELECT {VERSION_COLUMNS}, %s, %s {old} ON CONFLICT (id) DO NOTHING",
+                [row_id, now, *params],
+            )
+            await conn.execute(f"DELETE {old}", params)
+        return row_id
+
+    async def answer_versions(self, question: int) -> list[StoredMessage]:
+        rows = await self._all(
+            f"SELECT {VERSION_COLUMNS} FROM message_versions WHERE reply_to = %s ORDER BY id",
+            [question],
+        )
+        return [StoredMessage.from_row(row) for row in rows]
+
+    async def answer_posted(self, answer: int, platform_id: str) -> bool:
+        # The unique (conversation, platform_id) index: a clash changes nothing.
+        return (
+            await self._count(
+                "UPDATE messages SET platform_id = %s WHERE id = %s AND role = 'assistant' "
+                "AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.platform_id = %s "
+                "AND o.conversation = messages.conversation)",
+                [platform_id, answer, platform_id],
+            )
+            > 0
+        )
+
+    async def vote(self, vote: Vote) -> int | None:
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT value FROM feedback WHERE answer = %s AND platform = %s "
+                "AND user_id = %s FOR UPDATE",
+                [vote.answer, vote.platform, vote.user_id],
+            )
+            before = await cursor.fetchone()
+            await conn.execute(
+                "INSERT INTO feedback(answer, question, conversation, platform, user_id, value, "
+                "created_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (answer, platform, user_id) DO UPDATE SET "
+                "value = EXCLUDED.value, created_at = EXCLUDED.created_at",
+                [
+                    vote.answer,
+                    vote.question,
+                    vote.conversation,
+                    vote.platform,
+                    vote.user_id,
+                    vote.value,
+                    time.time(),
+                ],
+            )
+        return int(before["value"]) if before else None
+
+    async def feedback_report(self, *, since: float, worst: int = 10) -> FeedbackReport:
+        days = await self._all(
+            "SELECT to_char(to_timestamp(created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, "
+            "count(*) FILTER (WHERE value > 0) AS up, count(*) FILTER (WHERE value < 0) AS down "
+            "FROM feedback WHERE created_at >= %s GROUP BY day ORDER BY day",
+            [since],
+        )
+        rated = await self._all(
+            "SELECT f.answer, max(f.conversation) AS conversation, "
+            "count(*) FILTER (WHERE f.value > 0) AS up, "
+            "count(*) FILTER (WHERE f.value < 0) AS down, "
+            "coalesce(max(m.platform_id), max(v.platform_id)) AS platform_id, "
+            "coalesce(max(m.text), max(v.text), '') AS text "
+            "FROM feedback f LEFT JOIN messages m ON m.id = f.answer "
+            "LEFT JOIN message_versions v ON v.id = f.answer WHERE f.created_at >= %s "
+            "GROUP BY f.answer HAVING count(*) FILTER (WHERE f.value < 0) > 0 "
+            "ORDER BY sum(f.value) ASC, count(*) FILTER (WHERE f.value < 0) DESC, "
+            "f.answer DESC LIMIT %s",
+            [since, worst],
+        )
+        return FeedbackReport(
+            [(r["day"], int(r["up"]), int(r["down"])) for r in days],
+            [
+                RatedAnswer(
+                    int(r["answer"]),
+                    r["conversation"],
+                    r["platform_id"],
+                    int(r["up"]),
+                    int(r["down"]),
+                    r["text"],
+                )
+                for r in rated
+            ],
+        )
+
+    async def enter_turn(self, conversation: str, question: int) -> None:
+        # As `add_question` does, under the conversation's turn lock (bot/store/pg_cluster.py).
+        owner = self._shared.owner if self._shared else 0
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(TURN_LOCK, [conversation])
+            await conn.execute(
+                ADD_TURN + " ON CONFLICT (message_id) DO NOTHING",
+                [conversation, question, owner, time.time()],
+            )
+
+    # Replies in progress
+
+    async def reply_started(self, question: int, conversation: str) -> None:
+        owner = self._shared.owner if self._shared else 0
+        await self._count(
+            "INSERT INTO replies_in_progress VALUES (%s, %s, %s, '[]', '[]', %s) "
+            "ON CONFLICT (question) DO UPDATE SET owner = EXCLUDED.owner",
+            [question, conversation, owner, time.time()],
+        )
+
+    async def reply_progress(
+        self, question: int, refs: Sequence[str], shown: Sequence[str]
+    ) -> None:
+        await self._count(
+            "UPDATE replies_in_progress SET refs = %s, shown = %s WHERE question = %s",
+            [json.dumps(list(refs)), json.dumps(list(shown)), question],
+        )
+
+    async def reply_ended(self, question: int) -> None:
+        await self._count("DELETE FROM replies_in_progress WHERE question = %s", [question])
+
+    async def take_orphaned_replies(self, platform: str) -> list[Orphan]:
+        # Whoever deletes a row recovers it, so two processes never both do.
+        rows = await self._all(
+            f"WITH gone AS (DELETE FROM replies_in_progress WHERE owner NOT IN ({LIVE_OWNERS}) "
+            "AND conversation LIKE %s RETURNING *) SELECT gone.*, EXISTS (SELECT 1 FROM "
+            "messages m WHERE m.reply_to = gone.question AND m.role = 'assistant') AS answered "
+            "FROM gone",
+            [f"{platform}:%"],
+        )
+        return [orphan_from_row(row) for row in rows]
 
     async def aclose(self) -> None:
         await self.cluster.aclose()

@@ -8,6 +8,7 @@ writer thread also serialises writes, which is what SQLite wants anyway.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -21,18 +22,24 @@ from bot.cluster import Cluster, LocalCluster
 from bot.errors import ConfigError
 from bot.store import (
     INSERT_COLUMNS,
+    Asked,
     AuditEntry,
     Budget,
+    FeedbackReport,
     Hit,
     Hold,
     NewMessage,
+    Orphan,
     PlaceInfo,
+    RatedAnswer,
     Scope,
     SearchQuery,
     StoredMessage,
     UsageRecord,
     UsageRow,
     UsageTotals,
+    Vote,
+    orphan_from_row,
 )
 from bot.store.search import (
     CANDIDATES,
@@ -70,6 +77,32 @@ INSERT_MESSAGE = (
 ).format(", ".join(INSERT_COLUMNS), ", ".join(["?"] * len(INSERT_COLUMNS)))
 
 migrations = Migrations("teambot")
+
+# Stop, Regenerate and feedback (bot/control.py). A replaced answer moves from `messages`
+# to `message_versions` with the same columns (and id), so no read of `messages` sees it.
+VERSION_COLUMNS = ("id", *INSERT_COLUMNS)
+FEEDBACK_VERSIONS_SCHEMA = (
+    "CREATE TABLE feedback (answer INTEGER NOT NULL, question INTEGER NOT NULL, "
+    "conversation TEXT NOT NULL, platform TEXT NOT NULL, user_id TEXT NOT NULL, "
+    "value INTEGER NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (answer, platform, user_id))",
+    "CREATE INDEX idx_feedback_time ON feedback(created_at)",
+    "CREATE TABLE message_versions (id INTEGER PRIMARY KEY, conversation TEXT NOT NULL, "
+    "platform_id TEXT, role TEXT NOT NULL, author_id TEXT, author_name TEXT, text TEXT NOT NULL, "
+    "thinking TEXT, attachments TEXT, tokens INTEGER NOT NULL, reply_to INTEGER, "
+    "created_at REAL NOT NULL, copied INTEGER NOT NULL DEFAULT 0, rounds TEXT, "
+    "replaced_by INTEGER NOT NULL, replaced_at REAL NOT NULL)",
+    "CREATE INDEX idx_message_versions_question ON message_versions(reply_to)",
+    # A question's own reasoning choice and who stopped its answer, when there is one.
+    "CREATE TABLE reply_notes (question INTEGER PRIMARY KEY, conversation TEXT NOT NULL, "
+    "reasoning INTEGER, stopped_by TEXT, updated_at REAL NOT NULL)",
+)
+# Versions and notes of questions no longer stored (forgotten, purged) go with them.
+DROP_ORPHANS = (
+    "DELETE FROM message_versions WHERE NOT EXISTS "
+    "(SELECT 1 FROM messages m WHERE m.id = message_versions.reply_to)",
+    "DELETE FROM reply_notes WHERE NOT EXISTS "
+    "(SELECT 1 FROM messages m WHERE m.id = reply_notes.question)",
+)
 
 # Search: SQLite's own settings (what both backends share is in bot/store/search.py).
 # Under a filter holding fewer messages than this, search collects its ids first (see
@@ -302,6 +335,22 @@ def m005_extracts(db: Database) -> None:
     )
 
 
+@migrations()
+def m006_feedback_versions(db: Database) -> None:
+    for statement in FEEDBACK_VERSIONS_SCHEMA:
+        db.execute(statement)
+
+
+@migrations()
+def m007_replies_in_progress(db: Database) -> None:
+    # Replies showing right now, so a crash never leaves one looking finished (bot/journal.py).
+    db.execute(
+        "CREATE TABLE replies_in_progress (question INTEGER PRIMARY KEY, "
+        "conversation TEXT NOT NULL, owner INTEGER NOT NULL, refs TEXT NOT NULL, "
+        "shown TEXT NOT NULL, started_at REAL NOT NULL)"
+    )
+
+
 def _reason(exc: OSError | sqlite3.Error) -> str:
     """Why a database path can't be used, in a few words."""
     if isinstance(exc, FileExistsError):  # mkdir met a file where a directory should be
@@ -491,6 +540,7 @@ class SQLiteStore:
             self.db.execute(
                 "UPDATE conversations SET window_start = 0 WHERE key = ?", [conversation]
             )
+            self._drop_orphans()
             return cursor.rowcount
 
     async def forget(self, conversation: str) -> int:
@@ -930,6 +980,10 @@ class SQLiteStore:
                 "AND NOT EXISTS (SELECT 1 FROM messages WHERE author_id = :user)",
                 params,
             )
+            self.db.execute(
+                "DELETE FROM feedback WHERE platform = :platform AND user_id = :user", params
+            )
+            self._drop_orphans()
         return deleted
 
     async def forget_user(self, platform: str, user_id: str) -> int:
@@ -997,6 +1051,7 @@ class SQLiteStore:
             deleted = await self._run(self._purge_batch, before)
             total += deleted
             if deleted < PURGE_BATCH:
+                await self._run(self._drop_orphans)
                 return total
 
     # Places, search and reads within a scope
@@ -1319,6 +1374,234 @@ class SQLiteStore:
         self, scope: Scope, prefix: str, since: float, until: float, limit: int = 10_000
     ) -> list[StoredMessage]:
         return await self._run(self._span, scope, prefix, since, until, limit)
+
+    # Stop, Regenerate and feedback
+
+    def _drop_orphans(self) -> None:
+        """Within a transaction: versions and notes of questions that are gone."""
+        for statement in DROP_ORPHANS:
+            self.db.execute(statement)
+
+    def _answer_of(self, conversation: str, question: int) -> StoredMessage | None:
+        rows = self._rows(
+            f"SELECT * FROM messages WHERE conversation = ? AND {POSITION} = ? "
+            "AND reply_to = ? AND role = 'assistant' ORDER BY id DESC LIMIT 1",
+            [conversation, question, question],
+        )
+        return StoredMessage.from_row(rows[0]) if rows else None
+
+    def _asked(self, question: int) -> Asked | None:
+        rows = self._rows("SELECT * FROM messages WHERE id = ? AND role = 'user'", [question])
+        if not rows:
+            return None
+        row = StoredMessage.from_row(rows[0])
+        where = self._rows(
+            "SELECT c.window_start, p.key, p.name, p.visibility FROM conversations c "
+            "LEFT JOIN places p ON p.key = c.place WHERE c.key = ?",
+            [row.conversation],
+        )
+        place = None
+        if where and where[0]["key"] is not None:
+            place = PlaceInfo(where[0]["key"], where[0]["name"] or "", where[0]["visibility"])
+        notes = self._rows(
+            "SELECT reasoning, stopped_by FROM reply_notes WHERE question = ?", [question]
+        )
+        reasoning = notes[0]["reasoning"] if notes else None
+        return Asked(
+            row,
+            self._answer_of(row.conversation, question),
+            place,
+            None if reasoning is None else bool(reasoning),
+            int(where[0]["window_start"] or 0) if where else 0,
+            stopped_by=notes[0]["stopped_by"] if notes else None,
+        )
+
+    async def asked(self, question: int) -> Asked | None:
+        return await self._run(self._asked, question)
+
+    def _note_reply(
+        self, question: int, conversation: str, reasoning: bool | None, stopped_by: str | None
+    ) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO reply_notes(question, conversation, reasoning, stopped_by, "
+                "updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(question) DO UPDATE SET "
+                "reasoning = coalesce(excluded.reasoning, reasoning), "
+                "stopped_by = coalesce(excluded.stopped_by, stopped_by), "
+                "updated_at = excluded.updated_at",
+                [
+                    question,
+                    conversation,
+                    None if reasoning is None else int(reasoning),
+                    stopped_by,
+                    time.time(),
+                ],
+            )
+
+    async def note_reply(
+        self,
+        question: int,
+        conversation: str,
+        *,
+        reasoning: bool | None = None,
+        stopped_by: str | None = None,
+    ) -> None:
+        await self._run(self._note_reply, question, conversation, reasoning, stopped_by)
+
+    def _replace_answer(self, question: int, answer: NewMessage) -> int:
+        now = answer.created_at or time.time()
+        columns = ", ".join(VERSION_COLUMNS)
+        with self.db.atomic():
+            row_id = self._insert(answer, now)
+            assert row_id is not None, "an answer has no platform id to clash"
+            old = (
+                f"FROM messages WHERE conversation = ? AND {POSITION} = ? AND reply_to = ? "
+                "AND role = 'assistant' AND id <> ?"
+            )
+            params = [answer.conversation, question, question, row_id]
+            self.db.execute(
+                f"INSERT OR REPLACE INTO message_versions({columns}, replaced_by, replaced_at) "
+                f"SELECT {columns}, ?, ? {old}",
+                [row_id, now, *params],
+            )
+            self.db.execute(f"DELETE {old}", params)
+        return row_id
+
+    async def replace_answer(self, question: int, answer: NewMessage) -> int:
+        return await self._run(self._replace_answer, question, answer)
+
+    def _answer_versions(self, question: int) -> list[StoredMessage]:
+        rows = self._rows(
+            "SELECT * FROM message_versions WHERE reply_to = ? ORDER BY id", [question]
+        )
+        return [StoredMessage.from_row(row) for row in rows]
+
+    async def answer_versions(self, question: int) -> list[StoredMessage]:
+        return await self._run(self._answer_versions, question)
+
+    def _answer_posted(self, answer: int, platform_id: str) -> bool:
+        with self.db.atomic():
+            cursor = self.db.execute(
+                "UPDATE OR IGNORE messages SET platform_id = ? WHERE id = ? AND role = 'assistant'",
+                [platform_id, answer],
+            )
+            return cursor.rowcount > 0
+
+    async def answer_posted(self, answer: int, platform_id: str) -> bool:
+        return await self._run(self._answer_posted, answer, platform_id)
+
+    def _vote(self, vote: Vote) -> int | None:
+        with self.db.atomic():
+            before = self._rows(
+                "SELECT value FROM feedback WHERE answer = ? AND platform = ? AND user_id = ?",
+                [vote.answer, vote.platform, vote.user_id],
+            )
+            self.db.execute(
+                "INSERT OR REPLACE INTO feedback(answer, question, conversation, platform, "
+                "user_id, value, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    vote.answer,
+                    vote.question,
+                    vote.conversation,
+                    vote.platform,
+                    vote.user_id,
+                    vote.value,
+                    time.time(),
+                ],
+            )
+        return int(before[0]["value"]) if before else None
+
+    async def vote(self, vote: Vote) -> int | None:
+        return await self._run(self._vote, vote)
+
+    def _feedback_report(self, since: float, worst: int) -> FeedbackReport:
+        days = self._rows(
+            "SELECT date(created_at, 'unixepoch') AS day, sum(value > 0) AS up, "
+            "sum(value < 0) AS down FROM feedback WHERE created_at >= ? GROUP BY day ORDER BY day",
+            [since],
+        )
+        rated = self._rows(
+            "SELECT f.answer, max(f.conversation) AS conversation, sum(f.value > 0) AS up, "
+            "sum(f.value < 0) AS down, coalesce(max(m.platform_id), max(v.platform_id)) "
+            "AS platform_id, coalesce(max(m.text), max(v.text), '') AS text "
+            "FROM feedback f LEFT JOIN messages m ON m.id = f.answer "
+            "LEFT JOIN message_versions v ON v.id = f.answer WHERE f.created_at >= ? "
+            "GROUP BY f.answer HAVING sum(f.value < 0) > 0 "
+            "ORDER BY sum(f.value) ASC, sum(f.value < 0) DESC, f.answer DESC LIMIT ?",
+            [since, worst],
+        )
+        return FeedbackReport(
+            [(r["day"], int(r["up"]), int(r["down"])) for r in days],
+            [
+                RatedAnswer(
+                    r["answer"],
+                    r["conversation"],
+                    r["platform_id"],
+                    int(r["up"]),
+                    int(r["down"]),
+                    r["text"],
+                )
+                for r in rated
+            ],
+        )
+
+    async def feedback_report(self, *, since: float, worst: int = 10) -> FeedbackReport:
+        return await self._run(self._feedback_report, since, worst)
+
+    async def enter_turn(self, conversation: str, question: int) -> None:
+        """One process per SQLite file: its `LocalCluster` queues turns in memory."""
+        return None
+
+    # Replies in progress
+
+    def _reply_started(self, question: int, conversation: str) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT OR REPLACE INTO replies_in_progress VALUES (?, ?, ?, '[]', '[]', ?)",
+                [question, conversation, self.cluster.owner, time.time()],
+            )
+
+    async def reply_started(self, question: int, conversation: str) -> None:
+        await self._run(self._reply_started, question, conversation)
+
+    def _reply_progress(self, question: int, refs: Sequence[str], shown: Sequence[str]) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "UPDATE replies_in_progress SET refs = ?, shown = ? WHERE question = ?",
+                [json.dumps(list(refs)), json.dumps(list(shown)), question],
+            )
+
+    async def reply_progress(
+        self, question: int, refs: Sequence[str], shown: Sequence[str]
+    ) -> None:
+        await self._run(self._reply_progress, question, refs, shown)
+
+    def _reply_ended(self, question: int) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM replies_in_progress WHERE question = ?", [question])
+
+    async def reply_ended(self, question: int) -> None:
+        await self._run(self._reply_ended, question)
+
+    def _take_orphaned_replies(self, platform: str) -> list[Orphan]:
+        # One process per SQLite file: every row another process left is an orphan.
+        with self.db.atomic():
+            rows = self._rows(
+                "DELETE FROM replies_in_progress WHERE owner != ? AND conversation >= ? "
+                "AND conversation < ? RETURNING *",
+                [self.cluster.owner, f"{platform}:", f"{platform};"],
+            )
+            for row in rows:
+                row["answered"] = bool(
+                    self._rows(
+                        "SELECT 1 FROM messages WHERE reply_to = ? AND role = 'assistant' LIMIT 1",
+                        [row["question"]],
+                    )
+                )
+        return [orphan_from_row(row) for row in rows]
+
+    async def take_orphaned_replies(self, platform: str) -> list[Orphan]:
+        return await self._run(self._take_orphaned_replies, platform)
 
     async def aclose(self) -> None:
         if self._db is not None:

@@ -61,6 +61,23 @@ class BalancedSlack(FakeSlack):
             self.statuses_seen.append((url, result[0] if isinstance(result, tuple) else -1))
 
 
+async def teambot_run(
+    env: dict[str, str], cwd: Path, *, output: Any = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """`teambot run` as a real process; stderr (and stdout) go to `output`."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "run",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL if output is asyncio.subprocess.PIPE else output,
+        stderr=output,
+        env=env,
+        cwd=cwd,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,17 +113,7 @@ class Bots:
                 **self.env,
             )
             log = open(self.tmp / f"bot{n}.log", "wb")  # noqa: ASYNC230, SIM115
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot.cli",
-                "run",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=self.tmp,
-            )
+            process = await teambot_run(env, self.tmp, output=log)
             log.close()
             self.processes.append(process)
             url = f"http://127.0.0.1:{port}/slack/events"

@@ -12,11 +12,16 @@ from tests.fakes.discord.server import BOT_TOKEN, FakeDiscord
 
 
 def settings_for(fake: FakeDiscord, **overrides: Any) -> DiscordSettings:
-    """The adapter is configured the way an operator would: through DiscordSettings."""
+    """The adapter is configured the way an operator would: through DiscordSettings.
+
+    Threads per question are off unless a test asks for them (`threads=True`), so tests
+    of channel behaviour find answers replying to their questions in the channel.
+    """
     values: dict[str, Any] = {
         "bot_token": BOT_TOKEN,
         "api_base_url": fake.api_base_url,
         "gateway_url": fake.gateway_url,
+        "threads": False,
     }
     values.update(overrides)
     return DiscordSettings(**values)

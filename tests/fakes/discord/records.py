@@ -32,6 +32,14 @@ class Posted:
     def edits(self) -> int:
         return len(self.history) - 1
 
+    @property
+    def buttons(self) -> list[str]:
+        """The custom ids of the message's buttons, in order."""
+        rows = self.payload.get("components") or []
+        return [
+            b["custom_id"] for row in rows for b in row.get("components", []) if "custom_id" in b
+        ]
+
 
 @dataclass
 class InteractionRecord:
@@ -43,6 +51,11 @@ class InteractionRecord:
     created: float = field(default_factory=time.monotonic)
     callbacks: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     followups: list[str] = field(default_factory=list)
+    kind: int = 2  # 2 application command, 3 message component, 5 modal submit
+    message_id: str | None = None  # the message a component was clicked on
+    modal: dict[str, Any] | None = None  # the modal the app answered with (type 9)
+    guild_id: str | None = None
+    user_install: bool = False
 
     @property
     def deferred_ephemeral(self) -> bool:

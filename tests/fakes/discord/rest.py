@@ -27,6 +27,63 @@ BUCKET_OF = {
 }
 EPHEMERAL = 64
 SUPPRESS_EMBEDS = 4
+ARCHIVE_DURATIONS = (60, 1440, 4320, 10080)  # minutes a thread may stay idle
+# Interaction callback types each interaction type may answer with (type 1 PONG aside):
+# 4 message, 5 deferred message, 6 deferred update, 7 update message, 9 modal.
+CALLBACKS_FOR = {2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 5: {4, 5, 6, 7}}
+INTEGRATION_TYPES = {0, 1}  # guild install, user install
+CONTEXTS = {0, 1, 2}  # guild, bot DM, private channel
+
+
+def invalid_form(field: str, message: str) -> web.Response:
+    """Discord's 400 Invalid Form Body naming the offending field."""
+    errors = {field: {"_errors": [{"code": "BASE_TYPE_INVALID", "message": message}]}}
+    return _json({"code": 50035, "message": "Invalid Form Body", "errors": errors}, 400)
+
+
+def check_components(rows: Any) -> str | None:
+    """What is wrong with a message's `components` (action rows of buttons), or None."""
+    if not isinstance(rows, list) or len(rows) > 5:
+        return "at most 5 action rows"
+    seen: set[str] = set()
+    for row in rows:
+        buttons = row.get("components") if isinstance(row, dict) else None
+        if row.get("type") != 1 or not isinstance(buttons, list) or not 1 <= len(buttons) <= 5:
+            return "an action row (type 1) holds 1 to 5 components"
+        for button in buttons:
+            if button.get("type") != 2 or button.get("style") not in (1, 2, 3, 4, 5, 6):
+                return "only buttons (type 2, style 1-6) are supported here"
+            label = button.get("label") or ""
+            if len(label) > 80 or not (label or button.get("emoji")):
+                return "a button needs a label of at most 80 characters or an emoji"
+            custom = button.get("custom_id")
+            if button["style"] != 5 and not (isinstance(custom, str) and 1 <= len(custom) <= 100):
+                return "custom_id must be 1 to 100 characters"
+            if custom in seen:
+                return "custom_id must be unique in a message"
+            seen.add(custom)
+    return None
+
+
+def check_modal(data: dict[str, Any]) -> str | None:
+    """What is wrong with a modal (callback type 9), or None."""
+    custom, title = data.get("custom_id"), data.get("title")
+    if not (isinstance(custom, str) and 1 <= len(custom) <= 100):
+        return "custom_id must be 1 to 100 characters"
+    if not (isinstance(title, str) and 1 <= len(title) <= 45):
+        return "title must be 1 to 45 characters"
+    parts = data.get("components") or []
+    if not 1 <= len(parts) <= 5:
+        return "a modal holds 1 to 5 components"
+    for part in parts:
+        inner = part.get("component") if part.get("type") == 18 else None
+        if part.get("type") == 1 and len(part.get("components") or []) == 1:
+            inner = part["components"][0]
+        if inner is None or inner.get("type") != 4 or not inner.get("custom_id"):
+            return "each component is a text input (type 4) in an action row or a label"
+        if part.get("type") == 1 and not (1 <= len(inner.get("label") or "") <= 45):
+            return "a text input's label must be 1 to 45 characters"
+    return None
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -57,6 +114,7 @@ class Rest:
     def __init__(self, fake: FakeDiscord) -> None:
         self.fake = fake
         self.refusing: dict[str, int] = {}  # channel id -> the code its sends and edits get
+        self.no_threads: set[str] = set()  # channels where the bot lacks Create Public Threads
 
     def refuse(self, cid: str, code: int | None) -> None:
         """Sends and edits in channel `cid` fail from now on with Discord's `code` (50013
@@ -91,6 +149,7 @@ class Rest:
         r.add_get(API + "/guilds/{guild}/members/{uid}", self.get_member)
         r.add_post(API + "/channels/{cid}/typing", self.typing)
         r.add_post(API + "/channels/{cid}/messages", self.create_message)
+        r.add_post(API + "/channels/{cid}/messages/{mid}/threads", self.start_thread)
         r.add_get(API + "/channels/{cid}/messages", self.history)
         r.add_get(API + "/channels/{cid}/messages/{mid}", self.get_message)
         r.add_patch(API + "/channels/{cid}/messages/{mid}", self.edit_message)
@@ -221,6 +280,14 @@ class Rest:
             return refused
         body, _ = await self._body(request)
         scope = request.match_info.get("guild", "global")
+        for cmd in body:
+            types, contexts = cmd.get("integration_types"), cmd.get("contexts")
+            if types is not None and not (types and set(types) <= INTEGRATION_TYPES):
+                self._log(request, 400)
+                return invalid_form("integration_types", "must be 0 (guild) and/or 1 (user)")
+            if contexts is not None and not (contexts and set(contexts) <= CONTEXTS):
+                self._log(request, 400)
+                return invalid_form("contexts", "must be among 0, 1 and 2")
         out = []
         for cmd in body:
             out.append(
@@ -335,6 +402,53 @@ class Rest:
         self._log(request, 204)
         return web.Response(status=204, headers=headers)
 
+    async def start_thread(self, request: web.Request) -> web.Response:
+        """POST /channels/{id}/messages/{mid}/threads: a public thread on a message, whose id
+        is the message's; THREAD_CREATE and MESSAGE_UPDATE (the message's `thread`) follow."""
+        fake, cid, mid = self.fake, request.match_info["cid"], request.match_info["mid"]
+        channel = fake.channels.get(cid)
+        if channel is None:
+            self._log(request, 404)
+            return _error(404, 10003, "Unknown Channel")
+        if (refusal := self._refusal(request, cid)) is not None:
+            return refusal
+        if cid in self.no_threads:
+            self._log(request, 403)
+            return _error(403, 50013, "Missing Permissions")
+        refused, _ = await self._gate(request, "thread", cid)
+        if refused:
+            self._log(request, 429)
+            return refused
+        body, _ = await self._body(request)
+        name = body.get("name")
+        duration = body.get("auto_archive_duration", 1440)
+        starter = fake.messages.get(mid)
+        problem = None
+        if not (isinstance(name, str) and 1 <= len(name) <= 100):
+            problem = invalid_form("name", "must be 1 to 100 characters")
+        elif duration not in ARCHIVE_DURATIONS:
+            problem = invalid_form("auto_archive_duration", "must be 60, 1440, 4320 or 10080")
+        elif channel["type"] not in (0, 5):
+            problem = _error(400, 50024, "Cannot execute action on this channel type")
+        elif starter is None or starter["channel_id"] != cid:
+            problem = _error(404, 10008, "Unknown Message")
+        elif mid in fake.channels:
+            problem = _error(400, 160004, "A thread has already been created for this message")
+        if problem is not None:
+            self._log(request, problem.status)
+            return problem
+        gid = channel["guild_id"]
+        thread = payloads.thread_channel(mid, gid, cid, name, fake.bot_id)
+        thread["thread_metadata"]["auto_archive_duration"] = duration
+        fake.channels[mid] = thread
+        fake.guilds[gid]["threads"][mid] = thread
+        fake.threads_started.append(mid)
+        self._log(request, 201)
+        await fake.gateway.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+        starter["thread"] = thread
+        await fake.gateway.dispatch("MESSAGE_UPDATE", dict(starter))
+        return _json(thread, 201)
+
     # -- messages the bot writes ---------------------------------------------------------
 
     async def make_message(
@@ -367,8 +481,10 @@ class Rest:
                 },
                 400,
             )
-        if not content and not files and not body.get("embeds"):
+        if not content and not files and not body.get("embeds") and not body.get("components"):
             return _error(400, 50006, "Cannot send an empty message")
+        if (wrong := check_components(body.get("components") or [])) is not None:
+            return invalid_form("components", wrong)
         ref = body.get("message_reference")
         referenced = None
         if ref:
@@ -406,6 +522,7 @@ class Rest:
         )
         flags = int(body.get("flags") or 0)
         data["flags"] = flags | (EPHEMERAL if ephemeral else 0)
+        data["components"] = body.get("components") or []
         allowed = body.get("allowed_mentions")
         posted = reuse or Posted(data["id"], cid, fake.bot_id, content, data)
         posted.content, posted.payload = content, data
@@ -436,6 +553,10 @@ class Rest:
             if len(content) > 2000:
                 return _json({"code": 50035, "message": "Invalid Form Body"}, 400)
             posted.content = data["content"] = content
+        if "components" in body:
+            if (wrong := check_components(body["components"] or [])) is not None:
+                return invalid_form("components", wrong)
+            data["components"] = body["components"] or []
         if files or "attachments" in body:
             keep = {str(a.get("id")) for a in body.get("attachments") or []}
             data["attachments"] = [a for a in data["attachments"] if a["id"] in keep]
@@ -500,11 +621,27 @@ class Rest:
         if record.callbacks:
             self._log(request, 400)
             return _error(400, 40060, "Interaction has already been acknowledged.")
-        record.callbacks.append((now, body))
         kind = int(body.get("type", 0))
         data = body.get("data") or {}
+        if kind not in CALLBACKS_FOR.get(record.kind, set()):
+            self._log(request, 400)
+            return invalid_form("type", f"callback type {kind} is not valid for this interaction")
+        if kind == 9 and (wrong := check_modal(data)) is not None:
+            self._log(request, 400)
+            return invalid_form("data", wrong)
+        record.callbacks.append((now, body))
         ephemeral = bool(int(data.get("flags", 0)) & EPHEMERAL)
         original = None
+        if kind == 9:
+            record.modal = data
+        if kind in (6, 7) and record.message_id is not None:
+            # A component's "original response" is the message it is on.
+            record.followups[:0] = [record.message_id]
+            if kind == 7:
+                result = await self.change_message(record.message_id, data, files)
+                if isinstance(result, web.Response):
+                    self._log(request, result.status)
+                    return result
         if kind in (4, 5):
             placeholder = {"content": data.get("content") or ""} if kind == 4 else {"content": ""}
             original = Posted(payloads.snowflake(), record.channel_id, fake.bot_id, "", {})
@@ -530,7 +667,7 @@ class Rest:
         resp: dict[str, Any] = {
             "interaction": {
                 "id": record.id,
-                "type": 2,
+                "type": record.kind,
                 "response_message_loading": kind == 5,
                 "response_message_ephemeral": ephemeral,
             }

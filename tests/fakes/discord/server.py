@@ -1,8 +1,10 @@
 """A loopback Discord: the REST API and gateway websocket that discord.py talks to.
 
 Start it, point a client at `api_base_url` / `gateway_url`, then play users with
-`user_message`, `user_edit`, `user_delete`, `slash` and `message_command`, and read what
-the bot did from `posted`, `interactions`, `requests` and the 429 counters.
+`user_message`, `user_edit`, `user_delete`, `slash`, `message_command`, `click` (a
+button) and `submit_modal`, and read what the bot did from `posted`, `interactions`,
+`threads_started`, `requests` and the 429 counters. `foreign_channel` is a channel of a
+server the bot is not in, reached only through a user install's interactions.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class FakeDiscord:
         self.messages: dict[str, dict[str, Any]] = {}
         self.posted: dict[str, Posted] = {}
         self.interactions: dict[str, InteractionRecord] = {}
+        self.threads_started: list[str] = []  # threads the bot started, by id
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self.command_syncs: list[tuple[str, list[dict[str, Any]]]] = []
         self.files: dict[str, tuple[str, bytes]] = {}
@@ -172,6 +175,20 @@ class FakeDiscord:
         self.guilds[gid]["threads"][tid] = data
         self.by_name[name] = tid
         return tid
+
+    def foreign_channel(self, name: str) -> str:
+        """A text channel of a server the bot is not in: Discord never tells the bot about
+        it, and its messages and threads refuse the bot (50001 Missing Access)."""
+        gid, cid = payloads.snowflake(), payloads.snowflake()
+        self.channels[cid] = payloads.text_channel(cid, gid, name)
+        self.rest.refuse(cid, 50001)
+        return cid
+
+    def put_message(self, channel_id: str, author_id: str, text: str) -> dict[str, Any]:
+        """A message that exists without the bot being told (e.g. in a foreign channel)."""
+        data = self._message_payload(channel_id, author_id, text)
+        self.messages[data["id"]] = data
+        return data
 
     def dm(self, user_id: str) -> str:
         for cid, ch in self.channels.items():
@@ -398,9 +415,18 @@ class FakeDiscord:
         return await self._interaction(command, user_id, channel_id, age)
 
     async def message_command(
-        self, name: str, message_id: str, *, user_id: str, channel_id: str, age: float = 0.0
+        self,
+        name: str,
+        message_id: str,
+        *,
+        user_id: str,
+        channel_id: str,
+        age: float = 0.0,
+        user_install: bool = False,
+        external_apps: bool = False,
     ) -> InteractionRecord:
-        """A person picks `name` in a message's Apps menu (a message context-menu command)."""
+        """A person picks `name` in a message's Apps menu (a message context-menu command);
+        `user_install`: through their own install of the app (see `_interaction`)."""
         target = self.messages[message_id]
         command = {
             "name": name,
@@ -408,31 +434,85 @@ class FakeDiscord:
             "target_id": message_id,
             "resolved": {"messages": {message_id: target}},
         }
-        return await self._interaction(command, user_id, channel_id, age)
+        return await self._interaction(
+            command,
+            user_id,
+            channel_id,
+            age,
+            user_install=user_install,
+            external_apps=external_apps,
+        )
+
+    async def click(
+        self, message_id: str, custom_id: str, *, user_id: str, age: float = 0.0
+    ) -> InteractionRecord:
+        """A person clicks the button `custom_id` under a message (a component interaction,
+        type 3, carrying the whole message)."""
+        message = self.messages[message_id]
+        posted = self.posted[message_id]
+        assert custom_id in posted.buttons, f"no button {custom_id!r} on that message"
+        record = await self._interaction(
+            {"custom_id": custom_id, "component_type": 2},
+            user_id,
+            message["channel_id"],
+            age,
+            kind=3,
+            message=message,
+            user_install=posted.interaction_token is not None
+            and self.interactions[posted.interaction_token].user_install,
+        )
+        return record
+
+    async def submit_modal(self, shown: InteractionRecord, *answers: str) -> InteractionRecord:
+        """The person fills in the modal the app answered `shown` with and submits it (a
+        MODAL_SUBMIT interaction, type 5): one answer per text input, in order."""
+        modal = shown.modal
+        assert modal is not None, "the app did not answer with a modal"
+        parts: list[dict[str, Any]] = []
+        for part, value in zip(modal["components"], answers, strict=True):
+            if part["type"] == 18:  # a label around its input
+                inner = part["component"]
+                field = {"type": 4, "custom_id": inner["custom_id"], "value": value}
+                parts.append({"type": 18, "id": part.get("id", 1), "component": field})
+            else:
+                inner = part["components"][0]
+                field = {"type": 4, "custom_id": inner["custom_id"], "value": value}
+                parts.append({"type": 1, "components": [field]})
+        return await self._interaction(
+            {"custom_id": modal["custom_id"], "components": parts},
+            shown.user_id,
+            shown.channel_id,
+            0.0,
+            kind=5,
+            user_install=shown.user_install,
+        )
 
     async def _interaction(
-        self, command: dict[str, Any], user_id: str, channel_id: str, age: float
+        self,
+        command: dict[str, Any],
+        user_id: str,
+        channel_id: str,
+        age: float,
+        *,
+        kind: int = 2,
+        message: dict[str, Any] | None = None,
+        user_install: bool = False,
+        external_apps: bool = False,
     ) -> InteractionRecord:
-        """Dispatch an application command interaction (type 2) for `command` (its data)."""
-        name = str(command["name"])
+        """Dispatch an interaction of `kind` (2 application command, 3 component, 5 modal
+        submit) with `command` as its data. In a server the bot is not in, only a user
+        install reaches the app: `authorizing_integration_owners` then names the user, and
+        the member may see public answers only with USE_EXTERNAL_APPS (`external_apps`)."""
+        name = str(command.get("name") or command.get("custom_id"))
         iid, token = payloads.snowflake(), f"itoken-{payloads.snowflake()}"
         ch = self.channels[channel_id]
-        cmd_id = next(
-            (
-                c["id"]
-                for cs in self.commands.values()
-                for c in cs
-                if c["name"] == name and c.get("type", 1) == command["type"]
-            ),
-            payloads.snowflake(),
-        )
         data: dict[str, Any] = {
             "id": iid,
             "application_id": self.app_id,
-            "type": 2,
+            "type": kind,
             "token": token,
             "version": 1,
-            "data": {"id": cmd_id, **command},
+            "data": {**command},
             "channel_id": channel_id,
             "channel": ch,
             "app_permissions": payloads.ALL_PERMISSIONS,
@@ -441,15 +521,38 @@ class FakeDiscord:
             "authorizing_integration_owners": {"0": ch.get("guild_id", self.guild_id)},
             "attachment_size_limit": 10 * 1024 * 1024,
         }
+        if kind == 2:
+            data["data"]["id"] = next(
+                (
+                    c["id"]
+                    for cs in self.commands.values()
+                    for c in cs
+                    if c["name"] == name and c.get("type", 1) == command["type"]
+                ),
+                payloads.snowflake(),
+            )
+        if message is not None:
+            data["message"] = message
+        foreign = "guild_id" in ch and ch["guild_id"] not in self.guilds
+        if user_install or foreign:
+            data["authorizing_integration_owners"] = {"1": user_id}
+            # What Discord grants an app where it is not installed in the server.
+            data["app_permissions"] = str((1 << 15) | (1 << 14) | (1 << 17))
         if "guild_id" in ch:
             data["guild_id"] = ch["guild_id"]
             data["guild_locale"] = "en-US"
             data["context"] = 0
-            data["member"] = {**self.member(user_id), "permissions": self.permissions_of(user_id)}
+            bits = int(self.permissions_of(user_id)) | (1 << 50 if external_apps else 0)
+            data["member"] = {**self.member(user_id), "permissions": str(bits)}
+            if foreign:
+                data["guild"] = {"id": ch["guild_id"], "locale": "en-US", "features": []}
         else:
             data["user"] = self.users[user_id]
             data["context"] = 1
-        record = InteractionRecord(iid, token, name, channel_id, user_id)
+        record = InteractionRecord(iid, token, name, channel_id, user_id, kind=kind)
+        record.message_id = message["id"] if message is not None else None
+        record.guild_id = ch.get("guild_id")
+        record.user_install = user_install or foreign
         record.created -= age  # as if Discord had sent it `age` seconds ago
         self.interactions[token] = record
         await self.gateway.dispatch("INTERACTION_CREATE", data)

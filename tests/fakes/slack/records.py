@@ -38,6 +38,9 @@ class Posted:
     updates: list[tuple[float, str]] = field(default_factory=list)
     streaming: bool = False
     streamed: bool = False
+    stream_mode: str | None = None  # "markdown_text" or "chunks", fixed by the first content
+    recipient: str = ""  # who sees a channel stream live (recipient_user_id)
+    stopped_by_user: bool = False  # the recipient pressed Slack's stop on the stream
     deleted: bool = False
     is_bot: bool = False
 

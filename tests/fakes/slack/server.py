@@ -21,11 +21,12 @@ from urllib.parse import parse_qsl
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.slack import webapi
+from tests.fakes.slack import surfaces, webapi
 from tests.fakes.slack.delivery import as_json, event_callback, form_body, post_signed
 from tests.fakes.slack.limits import SLACK_RULES, Limiter
 from tests.fakes.slack.records import PING, Call, Delivery, Posted
 from tests.fakes.slack.socket import SocketHub
+from tests.fakes.slack.surfaces import AgentState, Surfaces, View
 
 # Methods that write into a channel, which a refusing channel refuses.
 REFUSABLE = frozenset(
@@ -43,7 +44,7 @@ EPHEMERAL_REFUSED = frozenset({"not_in_channel", "channel_not_found", "is_archiv
 LOGIN_PAGE = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
 
 
-class FakeSlack:
+class FakeSlack(Surfaces):
     team_id = "T0FAKE"
     bot_user_id = "UBOT"
     bot_id = "BBOT"
@@ -90,6 +91,10 @@ class FakeSlack:
         self.refusing: dict[str, str] = {}
         # token -> the error code Slack answers for it (see `refuse_token`)
         self.refused_tokens: dict[str, str] = {}
+        self.views: list[View] = []  # modals opened and Home views published
+        self.triggers: dict[str, str] = {}  # live trigger_ids -> the user who clicked
+        self.agent = AgentState()
+        self.home_enabled = True
         self.mode = "socket"
         self.http_url = ""
         self.ticket = 0
@@ -211,7 +216,7 @@ class FakeSlack:
             return web.json_response(body, status=429, headers={"Retry-After": str(retry_after)})
         if injected:
             return self._reply(method, args, now, {"ok": False, "error": injected[1]})
-        handler = webapi.METHODS.get(method)
+        handler = webapi.METHODS.get(method) or surfaces.METHODS.get(method)
         if handler is None:
             return self._reply(method, args, now, {"ok": False, "error": "unknown_method"})
         try:
@@ -238,6 +243,9 @@ class FakeSlack:
         self.failures.setdefault(method, []).extend([(status, error, retry_after)] * times)
 
     # Workspace state
+
+    def next_id(self) -> int:
+        return next(self._ids)
 
     def new_ts(self) -> str:
         return f"{1_800_000_000 + next(self._ts)}.000100"
@@ -529,6 +537,7 @@ class FakeSlack:
         if replies:  # a thread's root carries its own ts as thread_ts, as in Slack
             message |= {"thread_ts": ts, "reply_count": len(replies)}
         rid = f"R{next(self._ids)}"
+        self.triggers[f"T.{rid}"] = user
         kind = self._kind(channel)
         payload = {
             "type": "message_action",

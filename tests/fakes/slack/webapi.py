@@ -6,6 +6,7 @@ Each handler takes the parsed arguments and returns Slack's JSON body. Errors ar
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -33,12 +34,13 @@ def _require(args: dict[str, Any], *names: str) -> None:
             raise ApiError(f"missing_argument:{name}" if name != "channel" else "channel_not_found")
 
 
-def _content(args: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def _blocks(args: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = args.get("blocks") or []
-    if isinstance(blocks, str):
-        import json
+    return list(json.loads(blocks) if isinstance(blocks, str) else blocks)
 
-        blocks = json.loads(blocks)
+
+def _content(args: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    blocks = _blocks(args)
     text = str(args.get("markdown_text") or args.get("text") or "")
     if not text and not blocks:
         raise ApiError("no_text")
@@ -98,6 +100,8 @@ def _own(fake: FakeSlack, args: dict[str, Any]) -> Posted:
 
 async def update(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     posted = _own(fake, args)
+    if posted.streaming and not fake.expire_streams:
+        raise ApiError("streaming_state_conflict")  # a live stream is locked until stopped
     text, blocks = _content(args)
     _check_length(fake, text, blocks, fake.max_update_chars)
     posted.text, posted.blocks, posted.streaming = text, blocks, False
@@ -151,9 +155,20 @@ async def set_status(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     key = (str(args["channel_id"]), str(args["thread_ts"]))
     if key not in fake.messages:
         raise ApiError("invalid_thread_ts")
+    from tests.fakes.slack.surfaces import check_loading
+
+    check_loading(fake, args)
     fake.statuses.append((time.monotonic(), key, str(args.get("status", ""))))
     fake.status[key] = str(args.get("status", ""))
     return {"ok": True}
+
+
+def _stream_mode(args: dict[str, Any]) -> str | None:
+    """ "markdown_text" or "chunks" (None for neither); both in one call is refused."""
+    text, chunks = bool(args.get("markdown_text")), bool(args.get("chunks"))
+    if text and chunks:
+        raise ApiError("cannot_provide_both_markdown_text_and_chunks")
+    return "markdown_text" if text else "chunks" if chunks else None
 
 
 async def start_stream(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
@@ -163,20 +178,30 @@ async def start_stream(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     channel = fake.channel(str(args["channel"]))
     if (channel, args["thread_ts"]) not in fake.messages:
         raise ApiError("invalid_thread_ts")
-    if fake.channels[channel] != "im" and not (
-        args.get("recipient_user_id") and args.get("recipient_team_id")
-    ):
-        raise ApiError("missing_recipient_user_id")
+    if fake.channels[channel] != "im":  # "Required when streaming to channels"
+        for name in ("recipient_user_id", "recipient_team_id"):
+            if not args.get(name):
+                raise ApiError(f"missing_{name}")
+    mode = _stream_mode(args)
     text = _stream_text(args)
     posted = fake.add_bot_message(channel, text, [], str(args["thread_ts"]))
     posted.streaming = posted.streamed = True
+    posted.stream_mode = mode
+    posted.recipient = str(args.get("recipient_user_id") or "")
     return {"ok": True, "channel": channel, "ts": posted.ts}
 
 
 def _streaming(fake: FakeSlack, args: dict[str, Any]) -> Posted:
     posted = _own(fake, args)
+    if posted.stopped_by_user:
+        raise ApiError("stopped_by_user")
     if not posted.streaming or fake.expire_streams:
         raise ApiError("message_not_in_streaming_state")
+    mode = _stream_mode(args)
+    if mode is not None:
+        if posted.stream_mode not in (None, mode):  # fixed by the stream's first content
+            raise ApiError("streaming_mode_mismatch")
+        posted.stream_mode = mode
     return posted
 
 
@@ -191,8 +216,12 @@ async def append_stream(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]
 async def stop_stream(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     posted = _streaming(fake, args)
     extra = _stream_text(args)
+    blocks = _blocks(args)
+    if len(blocks) > 50:
+        raise ApiError("msg_blocks_too_many")
     posted.streaming = False
-    if extra:
+    posted.blocks = posted.blocks + blocks if blocks else posted.blocks
+    if extra or blocks:
         posted.text += extra
         posted.updates.append((time.monotonic(), posted.visible))
         fake.check_pings(posted.visible, posted.text)
