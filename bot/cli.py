@@ -144,7 +144,8 @@ async def _run(config: Config) -> int:
     for task in crashed:
         if task.exception() is not refused:
             log.error("an adapter stopped: %s", task.exception())
-    log.info("shutting down: finishing in-flight replies")
+    if refused is None:  # a refused token is said in one line (main), nothing else
+        log.info("shutting down: finishing in-flight replies")
     await engine.shutdown(grace=SHUTDOWN_GRACE)
     for adapter in platforms:
         with contextlib.suppress(Exception, TimeoutError):

@@ -23,7 +23,7 @@ from bot.mistral import MistralClient
 from bot.store import NewMessage, Store
 from bot.types import ConversationKey
 from tests.conftest import test_settings as settings_for
-from tests.test_store import drop_schema, open_backend
+from tests.test_store import POSTGRES_URL, drop_schema, open_backend
 
 
 @pytest_asyncio.fixture
@@ -237,3 +237,30 @@ async def test_news_that_touch_everything_drop_every_cache(topic, schema, fake_m
         assert key not in engine._settings
     finally:
         await engine.aclose()
+
+
+async def test_processes_starting_together_migrate_once(schema):
+    # Both open (and migrate) the same fresh schema at once: the migration lock makes
+    # one wait for the other, and both see every migration applied exactly once. (The
+    # schema exists first, as a database does in production; only tests make schemas.)
+    psycopg = pytest.importorskip("psycopg")
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+    first, second = await asyncio.gather(
+        open_backend("postgres", schema), open_backend("postgres", schema)
+    )
+    try:
+        pool: Any = first.pool  # type: ignore[attr-defined]
+        async with pool.connection() as conn:
+            names = [
+                row["name"]
+                for row in await (
+                    await conn.execute("SELECT name FROM teambot_migrations ORDER BY name")
+                ).fetchall()
+            ]
+        assert names == sorted(set(names)) and "m007_turns" in names
+        assert await first.add_message(NewMessage("c", "user", "U1", "A", "hi", 1, "p1"))
+        assert [m.text for m in await second.messages("c")] == ["hi"]
+    finally:
+        await first.aclose()
+        await second.aclose()

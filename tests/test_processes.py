@@ -24,6 +24,7 @@ import pytest_asyncio
 from tests.fakes.mistral import FakeMistral
 from tests.fakes.processes import BalancedSlack, Bots
 from tests.fakes.slack.server import FakeSlack
+from tests.helpers import prompt_text
 from tests.test_store import POSTGRES_URL, drop_schema
 
 pytestmark = pytest.mark.timeout(120)
@@ -164,3 +165,21 @@ async def test_sigkill_mid_reply_releases_the_conversation_to_the_other_process(
     await world.processes[0].wait()
     await until(lambda: answers_to(slack, "D1", "and a short one"), "the other to answer")
     assert len(world.model.requests) == 2
+
+
+async def test_a_setting_changed_through_one_process_applies_in_the_other(world):
+    await world.start(2)
+    slack = world.slack
+    slack.add_channel("D1", "im")
+    slack.to = 1
+    slack.user_message("U1", "D1", "first question")  # process 1 now has the settings cached
+    await until(lambda: answers_to(slack, "D1", "first question"), "the first answer")
+    slack.to = 0
+    slack.slash_command("/system", "Always answer like a pirate.", "U1", "D1")
+    await until(lambda: slack.responses, "the command's answer")
+    slack.to = 1
+    slack.user_message("U1", "D1", "second question")
+    await until(lambda: answers_to(slack, "D1", "second question"), "the second answer")
+    first, second = (prompt_text(body) for body in world.model.requests)
+    assert "pirate" not in first
+    assert "Always answer like a pirate." in second

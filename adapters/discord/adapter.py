@@ -18,6 +18,7 @@ from adapters.discord.recovery import DiscordRecoverer
 from adapters.discord.settings import DiscordSettings
 from bot.delivery import say
 from bot.engine import Engine
+from bot.errors import ConfigError
 from bot.types import ConversationKey
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,12 @@ class DiscordAdapter:
                 log.warning(INTENT_HELP)
                 message_content = False
             except discord.LoginFailure:
-                log.error("Discord rejected DISCORD_BOT_TOKEN; check it in the Developer Portal")
                 await client.close()
-                raise
+                # One line and exit 2, as for every refused credential (bot/cli.py).
+                raise ConfigError(
+                    "DISCORD_BOT_TOKEN",
+                    "Discord refused the token; check it in the Developer Portal",
+                ) from None
             except UNREACHABLE as exc:
                 # discord.py reconnects by itself once logged in, but not if Discord is
                 # unreachable at start-up; keep trying rather than exit.
