@@ -507,7 +507,7 @@ class Engine:
         row, ready = await self._store_question(message, text)
         if row is None:
             return
-        self.journal.begin(row.id, str(message.key))
+        self.journal.begin(row.id)
         queue: asyncio.Queue[ReplyEvent] = asyncio.Queue()
         task = asyncio.create_task(self._answer(message, row, reasoning, queue.put_nowait, ready))
         self._tasks.add(task)

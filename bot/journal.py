@@ -1,13 +1,14 @@
 """Replies in progress, so one a crash cut short never looks finished.
 
-Before a reply's first text shows, the engine records it (`replies_in_progress`: the
-question, the conversation, the process that owns it). While it shows, the delivery
-records which platform messages hold it and what they show, at most every
-`EVERY_S` and at once for a new message; when it has landed the row goes. A process
-killed with SIGKILL leaves its rows behind: when an adapter registers its `Recoverer`
-(at start-up, and every `SWEEP_S` while running, for processes that died meanwhile on a
-shared PostgreSQL database), each orphaned reply is edited to end with `CUT_NOTE` and
-stored as the cut-off answer. Never a second answer, never a second model request.
+Before a reply's first text shows, it is recorded (`replies_in_progress`: the question,
+the conversation, the process that owns it), in the transaction that stores its
+question. While it shows, the delivery records which platform messages hold it and
+what they show, at most every `EVERY_S` and at once for a new message; when it has
+landed the row goes. A process killed with SIGKILL leaves its rows behind: when an
+adapter registers its `Recoverer` (at start-up, and every `SWEEP_S` while running, for
+processes that died meanwhile on a shared PostgreSQL database), each orphaned reply is
+edited to end with `CUT_NOTE` and stored as the cut-off answer. Never a second answer,
+never a second model request.
 """
 
 from __future__ import annotations
@@ -37,41 +38,38 @@ class Recoverer(Protocol):
 
 
 class Journal:
-    """The engine's record of replies in progress; the delivery reports what shows."""
+    """The replies this process shows: the delivery reports their messages here.
+
+    `Store.add_question` records a reply as in progress with its question; `begin`
+    says the engine is answering it (a Regenerate, which has no new question, is not
+    followed).
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._begun: dict[int, asyncio.Future[None]] = {}
-        self._written: dict[int, tuple[tuple[str, ...], tuple[str, ...], float]] = {}
+        self._written: dict[int, tuple[tuple[str, ...], tuple[str, ...], float] | None] = {}
 
-    def begin(self, question: int, conversation: str) -> None:
-        """Record the reply (in the background: its first text is a model call away)."""
-        record = self.store.reply_started(question, conversation)
-        self._begun[question] = asyncio.ensure_future(record)
+    def begin(self, question: int) -> None:
+        self._written[question] = None
 
     async def showing(self, question: int, refs: Sequence[str], shown: Sequence[str]) -> None:
-        """The reply's messages now (only replies that `begin` recorded are followed)."""
-        begun = self._begun.get(question)
-        if begun is None:
+        """The reply's messages now (recorded at once when one is new, else every
+        `EVERY_S` at most)."""
+        if question not in self._written:
             return
         state = (tuple(refs), tuple(shown))
-        last = self._written.get(question)
+        last = self._written[question]
         if last is not None and state == last[:2]:
             return
         now = time.monotonic()
-        # A new message is recorded at once (it is what must be found); growth may wait.
         if last is not None and state[0] == last[0] and now - last[2] < EVERY_S:
             return
         self._written[question] = (*state, now)
-        await begun
         await self.store.reply_progress(question, state[0], state[1])
 
     async def end(self, question: int) -> None:
         """The reply has landed (or was never shown where it could be found again)."""
-        begun = self._begun.pop(question, None)
-        self._written.pop(question, None)
-        if begun is not None:
-            await begun
+        if self._written.pop(question, ...) is not ...:
             await self.store.reply_ended(question)
 
 

@@ -164,14 +164,12 @@ async def test_a_reply_in_progress_is_orphaned_once_its_process_is_gone(place): 
     row = await first.add_question(
         "answer:q1", NewMessage("discord:G:C", "user", "U1", "Alice", "why?", 2, "m1")
     )
-    assert row is not None
-    await first.reply_started(row.id, "discord:G:C")
+    assert row is not None  # storing the question records its reply as in progress
     await first.reply_progress(row.id, ["C/1", "C/2"], ["part one", "part two"])
     other = await first.add_question(
         "answer:q2", NewMessage("discord:G:C", "user", "U1", "Alice", "and?", 2, "m2")
     )
     assert other is not None
-    await first.reply_started(other.id, "discord:G:C")
     await first.reply_ended(other.id)  # landed: nothing to recover
     second = await open_backend(backend, where)
     try:

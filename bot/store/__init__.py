@@ -358,6 +358,8 @@ class Store(Protocol):
 
     async def add_question(self, event_key: str, message: NewMessage) -> StoredMessage | None:
         """Claim `event_key` and store `message` in one transaction; None if claimed before.
+        The question's reply is recorded as in progress in the same transaction
+        (`replies_in_progress`, see bot/journal.py).
 
         A message already stored under the same platform id (recorded as context before
         it was addressed to the bot) takes the new text and token count.
@@ -587,10 +589,6 @@ class Store(Protocol):
         ...
 
     # Replies in progress (bot/journal.py)
-
-    async def reply_started(self, question: int, conversation: str) -> None:
-        """Record that the reply to `question` is about to show, owned by this process."""
-        ...
 
     async def reply_progress(
         self, question: int, refs: Sequence[str], shown: Sequence[str]

@@ -411,6 +411,11 @@ class PostgresStore:
             first = await turn.fetchone()
             if self._shared is not None and first is not None and first["first"]:
                 self._shared.first_in_line(int(row["id"]))
+            await conn.execute(  # its reply is in progress from now (bot/journal.py)
+                "INSERT INTO replies_in_progress VALUES (%s, %s, %s, '[]', '[]', %s) "
+                "ON CONFLICT (question) DO UPDATE SET owner = EXCLUDED.owner",
+                [row["id"], message.conversation, owner, time.time()],
+            )
             return StoredMessage.from_row(row)
 
     @staticmethod
@@ -1351,14 +1356,6 @@ class PostgresStore:
             )
 
     # Replies in progress
-
-    async def reply_started(self, question: int, conversation: str) -> None:
-        owner = self._shared.owner if self._shared else 0
-        await self._count(
-            "INSERT INTO replies_in_progress VALUES (%s, %s, %s, '[]', '[]', %s) "
-            "ON CONFLICT (question) DO UPDATE SET owner = EXCLUDED.owner",
-            [question, conversation, owner, time.time()],
-        )
 
     async def reply_progress(
         self, question: int, refs: Sequence[str], shown: Sequence[str]

@@ -442,7 +442,11 @@ class SQLiteStore:
                     "WHERE conversation = ? AND platform_id = ?",
                     [message.text, message.tokens, now, message.conversation, message.platform_id],
                 )
-                return self._find(message.conversation, message.platform_id)
+                found = self._find(message.conversation, message.platform_id)
+                if found is not None:
+                    self._reply_started(found.id, message.conversation)
+                return found
+            self._reply_started(row_id, message.conversation)
         return message.stored(row_id, now)
 
     async def add_question(self, event_key: str, message: NewMessage) -> StoredMessage | None:
@@ -1555,14 +1559,10 @@ class SQLiteStore:
     # Replies in progress
 
     def _reply_started(self, question: int, conversation: str) -> None:
-        with self.db.atomic():
-            self.db.execute(
-                "INSERT OR REPLACE INTO replies_in_progress VALUES (?, ?, ?, '[]', '[]', ?)",
-                [question, conversation, self.cluster.owner, time.time()],
-            )
-
-    async def reply_started(self, question: int, conversation: str) -> None:
-        await self._run(self._reply_started, question, conversation)
+        self.db.execute(
+            "INSERT OR REPLACE INTO replies_in_progress VALUES (?, ?, ?, '[]', '[]', ?)",
+            [question, conversation, self.cluster.owner, time.time()],
+        )
 
     def _reply_progress(self, question: int, refs: Sequence[str], shown: Sequence[str]) -> None:
         with self.db.atomic():
