@@ -11,7 +11,8 @@ Slack thread) asks its next question as soon as the last one is answered, after 
 pause of up to `--think` seconds, until `--replies` answers have been seen. The platforms'
 rate limits are off, so the bot, not the fakes' limits, sets the pace.
 
-Every 1,000 replies: the bot's RSS (VmRSS), its open file descriptors (/proc/PID/fd),
+Every 1,000 replies: the bot's RSS (VmRSS, and RssAnon: without the SQLite file's
+mapped pages), its open file descriptors (/proc/PID/fd),
 its asyncio tasks (the bench's bot runner writes `len(asyncio.all_tasks())` to a file
 every second) and the ingress p99 of those 1,000 replies: from the person's message
 to the model request it caused (its first attempt). The first 1,000 are the warm-up.
@@ -151,9 +152,11 @@ async def run_bot(platform: str, tasks_file: str, args: list[str]) -> None:
 # What the bench reads of the bot process
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """VmRSS, or RssAnon: the process's own memory, without the pages of files it maps
+    (SQLite maps its database, so VmRSS grows with the file)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -347,6 +350,7 @@ class Checkpoint:
     replies: int
     seconds: float
     rss_mib: float
+    anon_mib: float
     fds: int
     tasks: int
     ingress_p99_ms: float
@@ -452,6 +456,7 @@ def checkpoint(pid: int, done: int, started: float, batch: list[float], tasks: P
         replies=done,
         seconds=time.monotonic() - started,
         rss_mib=rss_mib(pid),
+        anon_mib=rss_mib(pid, "RssAnon"),
         fds=open_fds(pid),
         tasks=last_task_count(tasks),
         ingress_p99_ms=pct(known, 0.99) * 1000,
@@ -461,14 +466,16 @@ def checkpoint(pid: int, done: int, started: float, batch: list[float], tasks: P
 
 def line(c: Checkpoint) -> str:
     return (
-        f"| {c.replies:,} | {c.seconds:.0f} | {c.rss_mib:.1f} | {c.fds} | {c.tasks} "
+        f"| {c.replies:,} | {c.seconds:.0f} | {c.rss_mib:.1f} | {c.anon_mib:.1f} | {c.fds} "
+        f"| {c.tasks} "
         f"| {c.ingress_p50_ms:.0f} / {c.ingress_p99_ms:.0f} |"
     )
 
 
 HEADER = (
-    "| replies | s | RSS MiB | open fds | asyncio tasks | ingress ms p50 / p99 |\n"
-    "| ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| replies | s | RSS MiB | of it anon MiB | open fds | asyncio tasks "
+    "| ingress ms p50 / p99 |\n"
+    "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -479,11 +486,13 @@ def verdict(result: Soak) -> str:
     warm, rest = points[0], points[1:]
     before, after = result.idle_before, result.idle_after
     growth = points[-1].rss_mib - warm.rss_mib
+    anon = points[-1].anon_mib - warm.anon_mib
     p99s = [c.ingress_p99_ms for c in rest]
     spread = (max(p99s) - min(p99s)) / min(p99s) * 100 if min(p99s) > 0 else float("inf")
     return (
         f"RSS after warm-up {warm.rss_mib:.1f} MiB, at the end {points[-1].rss_mib:.1f} MiB "
-        f"(growth {growth:+.1f} MiB, target ≤ 10); fds {warm.fds} → {points[-1].fds} "
+        f"(growth {growth:+.1f} MiB, of it anonymous {anon:+.1f} MiB, target ≤ 10); "
+        f"fds {warm.fds} → {points[-1].fds} "
         f"(max {max(c.fds for c in rest)}); tasks {warm.tasks} → {points[-1].tasks} "
         f"(max {max(c.tasks for c in rest)}); ingress p99 after warm-up "
         f"{min(p99s):.0f}–{max(p99s):.0f} ms (spread {spread:.0f} %, target ≤ 20 %); "

@@ -13,7 +13,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,16 @@ from tests.test_cli import cli_env
 from tests.test_store import place  # noqa: F401 (the backends fixture)
 
 pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def bots() -> Iterator[list[asyncio.subprocess.Process]]:
+    """The `teambot run` processes a test starts; any still running at the end is killed."""
+    started: list[asyncio.subprocess.Process] = []
+    yield started
+    for process in started:
+        if process.returncode is None:
+            process.kill()
 
 
 async def until(check: Callable[[], object], what: str, limit: float = 30) -> None:
@@ -52,7 +62,7 @@ async def stop(process: asyncio.subprocess.Process) -> str:
     return err.decode(errors="replace")
 
 
-async def test_discord_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Path):
+async def test_discord_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Path, bots):
     async with FakeMistral(token_interval=0.05, default_tokens=400) as model:
         discord = FakeDiscord()
         await discord.start()
@@ -66,6 +76,7 @@ async def test_discord_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Pa
                 TEAMBOT_DISCORD_THREADS="off",
             )
             first = await teambot_run(env, tmp_path)
+            bots.append(first)
             await discord.wait_until(
                 lambda: discord.gateway.identifies and discord.gateway.connected.is_set(),
                 limit=30,
@@ -85,6 +96,7 @@ async def test_discord_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Pa
             assert not any(CUT_NOTE in text for text in shown)
 
             second = await teambot_run(env, tmp_path)
+            bots.append(second)
             await until(
                 lambda: any(
                     p.content.endswith(CUT_NOTE) for p in discord.replies_to(question["id"])
@@ -105,7 +117,7 @@ async def test_discord_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Pa
             await discord.close()
 
 
-async def test_slack_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Path):
+async def test_slack_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Path, bots):
     async with FakeMistral(token_interval=0.05, default_tokens=400) as model:
         slack = FakeSlack(limits=False)
         await slack.start()
@@ -118,6 +130,7 @@ async def test_slack_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Path
                 SLACK_API_BASE_URL=slack.api_url,
             )
             first = await teambot_run(env, tmp_path)
+            bots.append(first)
             await until(lambda: slack.hub.connections, "the socket connection")
             slack.add_channel("D1", "im")
             slack.user_message("U1", "D1", "tell me a long story")
@@ -137,6 +150,7 @@ async def test_slack_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Path
             assert before and not any(CUT_NOTE in text for text in before)
 
             second = await teambot_run(env, tmp_path)
+            bots.append(second)
             await until(
                 lambda: any(text.rstrip().endswith(CUT_NOTE) for text in showing()),
                 "the reply to be marked cut off",
