@@ -379,15 +379,9 @@ class MistralClient:
         try:
             payload = repair_value(json.loads(await response.aread()))
             choice = (payload.get("choices") or [{}])[0]
-            message = choice.get("message") or {}
-            thinking = reasoning_text(message)
-            events: list[ModelEvent] = [ThinkingChunk(thinking)] if thinking else []
-            events += content_events(message.get("content"))
-            calls = complete_tool_calls(message_tool_calls(message.get("tool_calls")))
-            if calls is not None:
-                events.append(calls)
-            usage = parse_usage(payload.get("usage")) or Usage()
-            return [*events, Finished(usage, choice.get("finish_reason") or "stop")]
+            return message_events(
+                choice.get("message") or {}, payload.get("usage"), choice.get("finish_reason")
+            )
         except (ValueError, AttributeError, IndexError, httpx.HTTPError) as error:
             detail = f"unreadable JSON completion ({type(error).__name__})"
             raise _Retryable(ModelUnavailable(detail)) from None
@@ -478,6 +472,18 @@ def chunk_events(chunk: dict[str, Any], state: _StreamState) -> Iterator[ModelEv
             add_tool_call_deltas(state.tool_calls, delta.get("tool_calls"))
         if choice.get("finish_reason"):
             state.finish_reason = str(choice["finish_reason"])
+
+
+def message_events(message: dict[str, Any], usage: Any, finish_reason: Any) -> list[ModelEvent]:
+    """The events of one whole (not streamed) assistant message: thinking, answer text,
+    tool calls, then `Finished` with its usage and finish reason."""
+    thinking = reasoning_text(message)
+    events: list[ModelEvent] = [ThinkingChunk(thinking)] if thinking else []
+    events += content_events(message.get("content"))
+    calls = complete_tool_calls(message_tool_calls(message.get("tool_calls")))
+    if calls is not None:
+        events.append(calls)
+    return [*events, Finished(parse_usage(usage) or Usage(), str(finish_reason or "stop"))]
 
 
 def reasoning_text(delta: dict[str, Any]) -> str:

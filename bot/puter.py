@@ -27,22 +27,17 @@ from bot.mistral import (
     PendingToolCall,
     Retryable,
     _StreamState,
-    complete_tool_calls,
-    content_events,
-    message_tool_calls,
+    message_events,
     parse_usage,
-    reasoning_text,
 )
 from bot.model import (
     AnswerChunk,
     Capabilities,
-    Finished,
     ModelEvent,
     ModelRequest,
     ThinkingChunk,
 )
 from bot.openai_compat import openai_message
-from bot.types import Usage
 
 log = logging.getLogger("teambot.model")
 
@@ -143,14 +138,7 @@ class PuterClient(MistralClient):
         result = result if isinstance(result, dict) else {}
         found = result.get("message")
         message: dict[str, Any] = found if isinstance(found, dict) else {}
-        thinking = reasoning_text(message)
-        events: list[ModelEvent] = [ThinkingChunk(thinking)] if thinking else []
-        events += content_events(message.get("content"))
-        calls = complete_tool_calls(message_tool_calls(message.get("tool_calls")))
-        if calls is not None:
-            events.append(calls)
-        usage = parse_usage(result.get("usage")) or Usage()
-        return [*events, Finished(usage, str(result.get("finish_reason") or "stop"))]
+        return message_events(message, result.get("usage"), result.get("finish_reason"))
 
     async def _status_error(self, response: httpx.Response) -> ModelError | Retryable:
         error = await super()._status_error(response)
