@@ -18,6 +18,7 @@ from typing import Any
 from bot import access, commands, control, journal, tokens
 from bot.accounting import Accounts, prices_of
 from bot.catchup import NothingSaid, SpanError, find_span
+from bot.cluster import LocalCluster
 from bot.config import Settings
 from bot.digests import Digests, Poster
 from bot.journal import Journal, Recoverer
@@ -122,7 +123,9 @@ class Engine:
         """How `platform` edits a reply a crash cut short; its orphans are marked now."""
         self._recoverers[platform] = recoverer
         self._spawn(self._recover(platform, recoverer))
-        if self._sweeper is None:
+        # Only processes sharing the store can die while this one runs; alone, every
+        # orphan is a previous process's and was taken just now.
+        if self._sweeper is None and not isinstance(self.store.cluster, LocalCluster):
             self._sweeper = asyncio.ensure_future(journal.sweep(self.store, self._recoverers))
 
     async def _recover(self, platform: str, recoverer: Recoverer) -> None:
@@ -328,16 +331,19 @@ class Engine:
             await self.pipeline.memory.idle()
 
     def _drop_cached_text(self) -> None:
-        """Deleted messages may sit in cached windows or memory summaries: drop them all."""
+        """Deleted messages may sit in cached windows or memory summaries: drop them all,
+        here and in every other process."""
+        self._drop_texts()
+        self._spawn(self.store.cluster.publish("texts"))
+
+    def _drop_texts(self) -> None:
         self.pipeline.windows = Windows(self.store, self.pipeline.windows.size)
         self._settings.clear()
-        self._spawn(self.store.cluster.publish("texts"))
 
     def _changed_elsewhere(self, topic: str, key: str) -> None:
         """Another process changed `topic` (see bot.cluster.OnChange): drop what it touched."""
         if topic in ("texts", "*"):
-            self.pipeline.windows = Windows(self.store, self.pipeline.windows.size)
-            self._settings.clear()
+            self._drop_texts()
         if topic in ("limits", "*"):
             self.limits.overrides_changed()
         if topic == "settings":

@@ -1585,19 +1585,19 @@ class SQLiteStore:
 
     def _take_orphaned_replies(self, platform: str) -> list[Orphan]:
         # One process per SQLite file: every row another process left is an orphan.
+        mine, span = self.cluster.owner, [f"{platform}:", f"{platform};"]
         with self.db.atomic():
             rows = self._rows(
-                "DELETE FROM replies_in_progress WHERE owner != ? AND conversation >= ? "
-                "AND conversation < ? RETURNING *",
-                [self.cluster.owner, f"{platform}:", f"{platform};"],
+                "SELECT r.*, EXISTS (SELECT 1 FROM messages m WHERE m.reply_to = r.question "
+                "AND m.role = 'assistant') AS answered FROM replies_in_progress r "
+                "WHERE r.owner != ? AND r.conversation >= ? AND r.conversation < ?",
+                [mine, *span],
             )
-            for row in rows:
-                row["answered"] = bool(
-                    self._rows(
-                        "SELECT 1 FROM messages WHERE reply_to = ? AND role = 'assistant' LIMIT 1",
-                        [row["question"]],
-                    )
-                )
+            self.db.execute(
+                "DELETE FROM replies_in_progress WHERE owner != ? AND conversation >= ? "
+                "AND conversation < ?",
+                [mine, *span],
+            )
         return [orphan_from_row(row) for row in rows]
 
     async def take_orphaned_replies(self, platform: str) -> list[Orphan]:
