@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from bot.journal import CUT_NOTE
-from tests.fakes.discord.server import BOT_TOKEN, FakeDiscord
+from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.mistral import FakeMistral
-from tests.fakes.processes import teambot_run
+from tests.fakes.processes import discord_env, teambot_run
 from tests.fakes.slack.server import FakeSlack
 from tests.test_cli import cli_env
 from tests.test_store import place  # noqa: F401 (the backends fixture)
@@ -67,14 +67,7 @@ async def test_discord_reply_cut_by_sigkill_is_marked_after_restart(tmp_path: Pa
         discord = FakeDiscord()
         await discord.start()
         try:
-            env = cli_env(
-                model,
-                tmp_path,
-                DISCORD_BOT_TOKEN=BOT_TOKEN,
-                DISCORD_API_BASE_URL=discord.api_base_url,
-                DISCORD_GATEWAY_URL=discord.gateway_url,
-                TEAMBOT_DISCORD_THREADS="off",
-            )
+            env = discord_env(model, discord, tmp_path, TEAMBOT_DISCORD_THREADS="off")
             first = await teambot_run(env, tmp_path)
             bots.append(first)
             await discord.wait_until(

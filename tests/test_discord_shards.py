@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.fakes.discord.gateway import shard_of
 from tests.fakes.discord.harness import Running, start_adapter
 from tests.fakes.discord.server import BOT_TOKEN
 from tests.fakes.mistral import FakeMistral
+from tests.fakes.processes import teambot_run
 from tests.test_cli import cli_env, teambot
 from tests.test_store import POSTGRES_URL
 
@@ -310,18 +310,7 @@ async def start_bot(
         DISCORD_SHARD_COUNT="2",
         DISCORD_SHARD_IDS=str(shard),
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "run",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=cwd,
-    )
-    return Bot(process)
+    return Bot(await teambot_run(env, cwd))
 
 
 async def test_two_processes_each_answer_their_own_shard_once(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
-from tests.fakes.discord.server import BOT_TOKEN, FakeDiscord
+from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.mistral import FakeMistral
-from tests.test_cli import cli_env
+from tests.fakes.processes import discord_env, teambot_run
 
 
 async def test_sigterm_mid_reply_stores_and_posts_the_cut_answer_then_exits_0(tmp_path: Path):
@@ -19,24 +18,7 @@ async def test_sigterm_mid_reply_stores_and_posts_the_cut_answer_then_exits_0(tm
         discord = FakeDiscord()
         await discord.start()
         try:
-            env = cli_env(
-                model,
-                tmp_path,
-                DISCORD_BOT_TOKEN=BOT_TOKEN,
-                DISCORD_API_BASE_URL=discord.api_base_url,
-                DISCORD_GATEWAY_URL=discord.gateway_url,
-            )
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bot.cli",
-                "run",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-                cwd=tmp_path,
-            )
+            process = await teambot_run(discord_env(model, discord, tmp_path), tmp_path)
             await discord.wait_until(
                 lambda: discord.gateway.identifies and discord.gateway.connected.is_set(),
                 limit=30,

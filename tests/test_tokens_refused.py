@@ -8,8 +8,7 @@ from pathlib import Path
 
 from tests.fakes.discord.server import FakeDiscord
 from tests.fakes.mistral import FakeMistral
-from tests.fakes.processes import teambot_run
-from tests.test_cli import cli_env
+from tests.fakes.processes import discord_env, teambot_run
 
 WRONG = "MTAwMDAwMDAwMDAwMDAwMDAw.wrong.token-that-discord-refuses"
 
@@ -19,13 +18,7 @@ async def test_a_refused_discord_token_is_one_line_and_exit_2(tmp_path: Path):
         discord = FakeDiscord()
         await discord.start()
         try:
-            env = cli_env(
-                model,
-                tmp_path,
-                DISCORD_BOT_TOKEN=WRONG,
-                DISCORD_API_BASE_URL=discord.api_base_url,
-                DISCORD_GATEWAY_URL=discord.gateway_url,
-            )
+            env = discord_env(model, discord, tmp_path) | {"DISCORD_BOT_TOKEN": WRONG}
             process = await teambot_run(env, tmp_path)
             _, err = await asyncio.wait_for(process.communicate(), 30)
         finally:

@@ -78,6 +78,20 @@ async def teambot_run(
     )
 
 
+def discord_env(model: FakeMistral, discord: Any, tmp: Path, **extra: str) -> dict[str, str]:
+    """`cli_env` for a bot process talking to the fake Discord `discord`."""
+    from tests.fakes.discord.server import BOT_TOKEN
+
+    return cli_env(
+        model,
+        tmp,
+        DISCORD_BOT_TOKEN=BOT_TOKEN,
+        DISCORD_API_BASE_URL=discord.api_base_url,
+        DISCORD_GATEWAY_URL=discord.gateway_url,
+        **extra,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
