@@ -77,23 +77,22 @@ async def run(n: int, per: int, procs: int, sqlite: bool = False) -> dict[str, f
 
 
 async def run_on(database: str, n: int, per: int, procs: int) -> dict[str, float]:
-    if True:
-        async with TimedMistral(first_token_delay=0.1, token_interval=0.01) as model:
-            model.default_tokens = 40
-            slack = BalancedSlack(limits=False)
-            await slack.start()
-            with tempfile.TemporaryDirectory() as tmp:
-                bots = Bots(model, slack, database, Path(tmp), TEAMBOT_LOG_LEVEL="WARNING")
-                try:
-                    await bots.start(procs)
-                    result = await burst(model, slack, n, per, procs)
-                    if database.startswith("postgresql"):
-                        order = await stored(database)
-                        result["violations"] = float(violations(model, order))
-                    return result
-                finally:
-                    await bots.stop()
-                    await slack.stop()
+    async with TimedMistral(first_token_delay=0.1, token_interval=0.01) as model:
+        model.default_tokens = 40
+        slack = BalancedSlack(limits=False)
+        await slack.start()
+        with tempfile.TemporaryDirectory() as tmp:
+            bots = Bots(model, slack, database, Path(tmp), TEAMBOT_LOG_LEVEL="WARNING")
+            try:
+                await bots.start(procs)
+                result = await burst(model, slack, n, per, procs)
+                if database.startswith("postgresql"):
+                    order = await stored(database)
+                    result["violations"] = float(violations(model, order))
+                return result
+            finally:
+                await bots.stop()
+                await slack.stop()
 
 
 async def burst(
